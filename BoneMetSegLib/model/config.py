@@ -1,0 +1,96 @@
+"""Architecture configuration of the 3D Mask R-CNN (serialised into the model card).
+
+Conventions shared by every model module
+----------------------------------------
+* Images are tensors ``[N, C, D0, D1, D2]`` on the canonical 1 mm grid: the array axes are
+  those of ``sitk.GetArrayFromImage`` of an LPS-oriented image, i.e. (z=S, y=P, x=L).
+  One voxel is 1 mm, so sizes in voxels are sizes in mm.
+* Boxes are ``[K, 6]`` float tensors in MONAI's StandardMode ``(a0_min, a1_min, a2_min,
+  a0_max, a1_max, a2_max)`` in *array-axis order* and continuous voxel coordinates: voxel ``i``
+  spans ``[i, i + 1)``, so a box covering voxels 3..7 along axis 0 has ``a0_min=3, a0_max=8``.
+* Labels: 0 background, 1 lung-origin metastasis, 2 other-origin metastasis (``CLASS_NAMES``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+CLASS_NAMES = ("background", "lung", "other")
+
+# ConvNeXt(-V2) sizes: (depths per stage, channels per stage), from the ConvNeXt-V2 paper.
+CONVNEXT_SIZES = {
+    "atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
+    "femto": ((2, 2, 6, 2), (48, 96, 192, 384)),
+    "pico": ((2, 2, 6, 2), (64, 128, 256, 512)),
+    "nano": ((2, 2, 8, 2), (80, 160, 320, 640)),
+    "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
+    "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+}
+
+BACKBONES = ("convnextv2", "convnext", "resnet50", "resnet101")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network; defaults are the shipped architecture."""
+
+    # backbone
+    backbone: str = "convnextv2"  # one of BACKBONES
+    backbone_size: str = "atto"  # ConvNeXt sizes (CONVNEXT_SIZES); ignored for ResNets
+    in_channels: int = 1
+    stem_stride: int = 4  # patchify stem; P2 has this stride
+    kernel_size: int = 7  # depthwise kernel of ConvNeXt blocks
+    drop_path_rate: float = 0.1
+    # feature pyramid
+    fpn_channels: int = 32  # narrow: 3D feature maps are cubic in cost
+    # RPN (one anchor size per level, P2..P6)
+    anchor_sizes: tuple = (4, 8, 16, 32, 64)  # mm == voxels at 1 mm
+    anchor_ratios: tuple = (0.5, 1.0, 2.0)  # cranio-caudal : in-plane extent, volume kept
+    rpn_matcher: str = "iou"  # "iou" (fg/bg IoU thresholds) or "atss" (MONAI ATSSMatcher)
+    rpn_fg_iou_thresh: float = 0.5  # the paper used 0.95; see docs/model.md
+    rpn_bg_iou_thresh: float = 0.3
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_train: int = 256
+    rpn_post_nms_top_n_test: int = 100
+    rpn_nms_thresh: float = 0.5
+    rpn_min_size: float = 1.0
+    # RoI heads
+    box_roi_size: int = 7
+    mask_roi_size: int = 14
+    roi_sampling_ratio: int = 2
+    box_head_hidden: int = 256
+    mask_head_channels: int = 32
+    mask_head_convs: int = 4
+    box_fg_iou_thresh: float = 0.5
+    box_bg_iou_thresh: float = 0.5
+    box_batch_size_per_image: int = 128
+    box_positive_fraction: float = 0.25
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.2
+    detections_per_img: int = 50
+    num_classes: int = 3  # background, lung, other
+    class_names: tuple = CLASS_NAMES
+
+    @property
+    def strides(self) -> tuple:
+        """Strides of P2..P6 relative to the input image."""
+        return tuple(self.stem_stride * 2**i for i in range(5))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+
+__all__ = ["ModelConfig", "CLASS_NAMES", "CONVNEXT_SIZES", "BACKBONES"]

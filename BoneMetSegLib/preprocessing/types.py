@@ -1,0 +1,58 @@
+"""Data passed between reading, preprocessing, inference and postprocessing.
+
+Grid conventions: see ``BoneMetSegLib.model.config``. ``Preprocessed.array`` is indexed
+(z, y, x) like ``sitk.GetArrayFromImage`` of the LPS-oriented 1 mm image ``Preprocessed.grid``;
+``crop_start`` is the (z, y, x) index of ``array[0, 0, 0]`` inside that grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+
+@dataclass
+class PreprocessConfig:
+    """Preprocessing recipe (stored in the model card so training and inference agree)."""
+
+    spacing_mm: float = 1.0  # isotropic target spacing (the paper's grid)
+    orientation: str = "LPS"  # canonical orientation (SimpleITK DICOMOrient code)
+    hu_window: tuple = (-1000.0, 2000.0)  # clip window before z-scoring
+    bone_threshold_hu: float = 200.0  # bone mask for the crop
+    crop_margin_mm: float = 16.0  # margin around the bone bounding box
+    min_bone_ml: float = 1.0  # less bone than this: "volume too small to hold bone"
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass
+class CTImage:
+    """A CT as read from disk (or handed over by Slicer), geometry untouched."""
+
+    image: sitk.Image  # original size / spacing / origin / direction, HU values
+    path: str = ""
+    warnings: list = field(default_factory=list)  # non-fatal remarks to show the user
+    info: dict = field(default_factory=dict)  # e.g. {"series_uid":..., "n_series": 3}
+
+
+@dataclass
+class Preprocessed:
+    """The network input: a normalised bone crop on the canonical 1 mm grid."""
+
+    array: np.ndarray  # float32 (z, y, x), normalised crop
+    grid: sitk.Image  # geometry of the whole resampled 1 mm LPS image (voxel values unused)
+    crop_start: tuple  # (z, y, x) index of array[0, 0, 0] in grid
+    norm_mean: float  # HU mean used for z-scoring
+    norm_std: float  # HU std used for z-scoring
+    config: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    @property
+    def crop_size(self) -> tuple:
+        return tuple(int(s) for s in self.array.shape)
