@@ -46,7 +46,7 @@ class ModelConfig:
     # RPN (one anchor size per level, P2..P6)
     anchor_sizes: tuple = (4, 8, 16, 32, 64)  # mm == voxels at 1 mm
     anchor_ratios: tuple = (0.5, 1.0, 2.0)  # cranio-caudal : in-plane extent, volume kept
-    rpn_matcher: str = "iou"  # "iou" (fg/bg IoU thresholds) or "atss" (MONAI ATSSMatcher)
+    rpn_matcher: str = "atss"  # "atss" (MONAI ATSSMatcher) or "iou" (fg/bg IoU thresholds)
     rpn_fg_iou_thresh: float = 0.5  # the paper used 0.95; see docs/model.md
     rpn_bg_iou_thresh: float = 0.3
     rpn_batch_size_per_image: int = 256

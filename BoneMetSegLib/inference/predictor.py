@@ -1,0 +1,240 @@
+"""End-to-end inference: CT image in, instance labelmap and lesion records out.
+
+``load_model`` builds the network from a weights file and its model card; ``Predictor.predict``
+runs read -> preprocess -> tiled detection -> postprocess and returns a :class:`Result` whose
+labelmap has exactly the input geometry.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings as pywarnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..errors import BoneMetSegInputError
+from ..io.read import ct_from_image, read_ct
+from ..model import MaskRCNN3D
+from ..postprocess.instances import crop_labels_to_input_grid, detections_to_instances
+from ..postprocess.lesions import lesion_records, patient_summary
+from ..preprocessing.pipeline import preprocess
+from ..preprocessing.types import CTImage
+from ..result import Result
+from .device import describe_device, fallback_devices, select_device
+from .model_card import model_config_from_card, preprocess_config_from_card
+from .progress import ProgressReporter, check_cancel
+from .tiling import fallback_tile_sizes, run_tiled, with_oom_fallback
+from .weights import load_weights
+
+DEFAULT_TILE = (192, 192, 192)  # voxels at 1 mm; a whole chest-CT bone crop is ~2-4 tiles
+DEFAULT_OVERLAP = 48  # > the largest lesion (40 mm) so that every lesion is whole in one tile
+CPU_TILE = (256, 256, 256)  # the CPU has more memory than speed: fewer, larger tiles
+
+
+class Predictor:
+    """A loaded model plus the recipe (preprocessing, thresholds) that goes with it."""
+
+    def __init__(self, net: MaskRCNN3D, card: dict, device: torch.device):
+        self.net = net.eval()
+        self.card = card
+        self.device = device
+        self.config = net.config
+        self.preprocess_config = preprocess_config_from_card(card)
+
+    @property
+    def model_info(self) -> dict:
+        return {
+            "name": self.card.get("name", "unknown"),
+            "version": self.card.get("version", "unknown"),
+            "sha256": self.card.get("sha256", ""),
+        }
+
+    def predict(
+        self,
+        image,
+        progress: Optional[Callable[[float, str], None]] = None,
+        cancel=None,
+        threshold: Optional[float] = None,
+        origin_threshold: float = 0.5,
+        tile: Optional[tuple] = None,
+        warn: Optional[Callable[[str], None]] = None,
+    ) -> Result:
+        """Segment and classify every bone lesion in ``image``.
+
+        ``image``: a path (file or DICOM folder), a :class:`CTImage` or a ``SimpleITK.Image`` in HU.
+        ``progress(fraction, message)`` is called as work proceeds; ``cancel`` (callable returning
+        bool, or a ``threading.Event``) stops the run within a few seconds by raising
+        ``BoneMetSegCancelled``. ``threshold`` is the minimum detection score (default: the model
+        card's ``detection_threshold`` or 0.5). Same input, same output.
+        """
+        reporter = ProgressReporter(progress, cancel)
+        timing: dict = {}
+        t_total = time.perf_counter()
+        warn_list: list = []
+
+        def _warn(msg: str) -> None:
+            warn_list.append(msg)
+            if warn is not None:
+                warn(msg)
+
+        t0 = time.perf_counter()
+        reporter.report("read", 0.0, "Reading CT")
+        ct = _as_ct(image)
+        for w in ct.warnings:
+            _warn(w)
+        timing["read"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        reporter.report("preprocess", 0.0, "Resampling to 1 mm and cropping to bone")
+        pre = preprocess(ct.image, self.preprocess_config)
+        timing["preprocess"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        reporter.report("inference", 0.0, "Detecting lesions")
+        det = self.detect(pre.array, reporter.stage_callback("inference"), cancel, tile, _warn)
+        timing["inference"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        reporter.report("postprocess", 0.0, "Building lesion masks")
+        thr = self.detection_threshold if threshold is None else float(threshold)
+        keep = det["scores"] >= thr
+        det = {k: v[keep] for k, v in det.items()}
+        labels_crop, source_index = detections_to_instances(
+            det["boxes"], det["scores"], det["masks"], pre.crop_size
+        )
+        check_cancel(cancel)
+        labelmap = crop_labels_to_input_grid(labels_crop, pre, ct.image)
+        probs = det["class_probs"][torch.as_tensor(source_index, dtype=torch.long)].tolist() if source_index else []
+        lesions = lesion_records(labelmap, probs, origin_threshold)
+        # a lesion can vanish on a coarser input grid: keep label values consecutive with ids
+        labelmap, lesions = _relabel_consecutive(labelmap, lesions)
+        timing["postprocess"] = time.perf_counter() - t0
+        timing["write"] = 0.0
+        timing["total"] = time.perf_counter() - t_total
+        reporter.done(f"Found {len(lesions)} lesion(s)")
+        return Result(
+            labelmap=labelmap,
+            lesions=lesions,
+            patient=patient_summary(lesions, origin_threshold),
+            timing_s=timing,
+            device=describe_device(self.device),
+            model=self.model_info,
+            input={
+                "path": ct.path,
+                "size": list(ct.image.GetSize()),
+                "spacing": [float(s) for s in ct.image.GetSpacing()],
+            },
+            warnings=warn_list,
+        )
+
+    @property
+    def detection_threshold(self) -> float:
+        return float(self.card.get("detection_threshold", 0.5))
+
+    def detect(self, array: np.ndarray, progress=None, cancel=None, tile=None, warn=None) -> dict:
+        """Tiled detection on a normalised 1 mm crop; boxes in crop voxel coordinates, on the CPU."""
+        volume = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+        align = self.config.stem_stride * 16
+        first = tuple(tile) if tile else (CPU_TILE if self.device.type == "cpu" else DEFAULT_TILE)
+        tiles = fallback_tile_sizes(first, align=align)
+
+        def attempt(tile_size, device):
+            if device != self.device:
+                self.net.to(device)
+                self.device = device
+
+            def detect_fn(x: torch.Tensor) -> dict:
+                with _cancel_hooks(self.net, cancel):
+                    out = self.net(x.to(device))[0]
+                return {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
+
+            return run_tiled(
+                volume, detect_fn, tile_size, DEFAULT_OVERLAP, progress, cancel,
+                align=align, nms_iou=self.config.box_nms_thresh, method="nms",
+            )
+
+        with torch.inference_mode(), _quiet_warnings():
+            det, _, _ = with_oom_fallback(attempt, tiles, fallback_devices(self.device), warn)
+        return det
+
+
+def load_model(path: str | Path | None = None, device: str = "auto") -> Predictor:
+    """Load the embedded default model (``path=None``) or a weights file with its model card."""
+    state, card = load_weights(path)
+    config = model_config_from_card(card)
+    net = MaskRCNN3D(config)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        from ..errors import BoneMetSegModelError
+
+        raise BoneMetSegModelError(
+            f"The weights do not fit the architecture in their model card ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[:3]}); re-export the model."
+        )
+    dev = select_device(device)
+    return Predictor(net.to(dev), card, dev)
+
+
+def predict(image, model: Optional[Predictor] = None, **kwargs) -> Result:
+    """Shortcut: ``load_model().predict(image, **kwargs)``."""
+    return (model or load_model()).predict(image, **kwargs)
+
+
+def _as_ct(image) -> CTImage:
+    if isinstance(image, CTImage):
+        return image
+    if isinstance(image, sitk.Image):
+        return ct_from_image(image)
+    if isinstance(image, (str, Path)):
+        return read_ct(image)
+    raise BoneMetSegInputError(
+        f"Cannot read a CT from a {type(image).__name__}; give a file path, a DICOM folder or a SimpleITK image."
+    )
+
+
+def _relabel_consecutive(labelmap: sitk.Image, lesions: list):
+    """Make label values 1..N equal to lesion ids (values can skip when a lesion vanished)."""
+    if all(les.label_value == les.id for les in lesions):
+        return labelmap, lesions
+    arr = sitk.GetArrayFromImage(labelmap)
+    lut = np.zeros(int(arr.max()) + 1, dtype=np.uint16)
+    for les in lesions:
+        lut[les.label_value] = les.id
+        les.label_value = les.id
+    out = sitk.GetImageFromArray(lut[arr])
+    out.CopyInformation(labelmap)
+    return out, lesions
+
+
+@contextmanager
+def _cancel_hooks(net: torch.nn.Module, cancel):
+    """Check ``cancel`` before each top-level block so a long forward pass stops within seconds."""
+    if cancel is None:
+        yield
+        return
+    handles = []
+    for module in _cancel_points(net):
+        handles.append(module.register_forward_pre_hook(lambda *_: check_cancel(cancel)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _cancel_points(net: torch.nn.Module):
+    for name, module in net.named_modules():
+        if name.count(".") <= 2 and len(list(module.children())) > 0 and name:
+            yield module
+
+
+@contextmanager
+def _quiet_warnings():
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("ignore", UserWarning)
+        yield

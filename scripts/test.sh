@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set everything up and run the whole test suite (what CI runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh test
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,130 @@
+"""The training core shared by tests and training scripts: synthetic cases -> batches -> steps.
+
+Normalisation follows inference exactly: each synthetic case is z-scored with the mean/std of its
+bone crop (``BoneMetSegLib.preprocessing``), and patches are cut from that case.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from BoneMetSegLib.preprocessing.bone_crop import bone_bbox
+from BoneMetSegLib.preprocessing.normalize import normalize
+from BoneMetSegLib.preprocessing.types import PreprocessConfig
+
+from .hosts import Host
+from .patches import sample_patch
+from .synthetic import SyntheticConfig, plant_lesions
+
+
+@dataclass
+class TrainingCase:
+    """One case on the 1 mm LPS grid: HU image, instance labels, lesion list, z-score stats."""
+
+    name: str
+    image_hu: np.ndarray
+    labels: np.ndarray
+    lesions: list
+    bone: Optional[np.ndarray]
+    mean: float
+    std: float
+
+
+def case_stats(image_hu: np.ndarray, config: PreprocessConfig) -> tuple[float, float]:
+    """The mean/std that inference would use: z-score stats of the clipped bone crop."""
+    crop = bone_bbox(
+        image_hu, config.bone_threshold_hu, int(round(config.crop_margin_mm / config.spacing_mm)),
+        min_bone_ml=0.0,
+    )
+    _, mean, std = normalize(image_hu[crop], tuple(config.hu_window))
+    return float(mean), float(std)
+
+
+def synthetic_cases(
+    hosts: Sequence[Host], n_cases: int, seed: int, synth: SyntheticConfig | None = None,
+    preprocess: PreprocessConfig | None = None,
+) -> list[TrainingCase]:
+    """``n_cases`` synthetic patients, drawn round-robin over ``hosts`` (deterministic in ``seed``)."""
+    rng = np.random.default_rng(seed)
+    preprocess = preprocess or PreprocessConfig()
+    cases = []
+    for i in range(n_cases):
+        host = hosts[i % len(hosts)]
+        image, labels, lesions = plant_lesions(host, rng=rng, config=synth)
+        mean, std = case_stats(image, preprocess)
+        cases.append(TrainingCase(f"{host.name}-{i:04d}", image, labels, lesions, host.bone, mean, std))
+    return cases
+
+
+def to_network_input(patch_hu: np.ndarray, mean: float, std: float, window: Sequence[float]) -> np.ndarray:
+    """Clip to the HU window and z-score with the case's stats (same as inference)."""
+    lo, hi = float(window[0]), float(window[1])
+    return ((np.clip(patch_hu, lo, hi) - mean) / std).astype(np.float32)
+
+
+def make_batch(
+    cases: Sequence[TrainingCase], batch_size: int, patch_size: int | Sequence[int],
+    rng: np.random.Generator, window: Sequence[float] = (-1000.0, 2000.0), p_foreground: float = 0.67,
+) -> tuple[torch.Tensor, list[dict]]:
+    """Random patches from random cases: ``images [B,1,*patch]`` and torchvision-style targets."""
+    images, targets = [], []
+    for _ in range(batch_size):
+        case = cases[int(rng.integers(len(cases)))]
+        patch, _, boxes, classes, masks = sample_patch(
+            case.image_hu, case.labels, case.lesions, patch_size, rng, p_foreground, bone=case.bone,
+        )
+        images.append(torch.from_numpy(to_network_input(patch, case.mean, case.std, window)))
+        targets.append(
+            {
+                "boxes": torch.from_numpy(np.asarray(boxes, dtype=np.float32)).reshape(-1, 6),
+                "labels": torch.from_numpy(np.asarray(classes, dtype=np.int64)).reshape(-1),
+                "masks": torch.from_numpy(np.asarray(masks, dtype=bool)),
+            }
+        )
+    return torch.stack(images)[:, None], targets
+
+
+def targets_to(targets: list[dict], device: torch.device) -> list[dict]:
+    return [{k: v.to(device) for k, v in t.items()} for t in targets]
+
+
+def train_steps(
+    model: torch.nn.Module,
+    next_batch: Callable[[], tuple[torch.Tensor, list[dict]]],
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device | str = "cpu",
+    max_seconds: float | None = None,
+    log: Optional[Callable[[int, dict], None]] = None,
+    clip_grad_norm: float = 10.0,
+) -> list[dict]:
+    """Run up to ``steps`` optimiser steps (or until ``max_seconds``); returns the loss history."""
+    device = torch.device(device)
+    model.train().to(device)
+    history = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        images, targets = next_batch()
+        losses = model(images.to(device), targets_to(targets, device))
+        total = sum(losses.values())
+        if not math.isfinite(float(total)):
+            raise FloatingPointError(f"non-finite loss at step {step}: { {k: float(v) for k, v in losses.items()} }")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        optimizer.step()
+        record = {k: float(v) for k, v in losses.items()}
+        record["loss"] = float(total)
+        history.append(record)
+        if log is not None:
+            log(step, record)
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            break
+    model.eval()
+    return history
