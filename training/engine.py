@@ -37,7 +37,10 @@ class TrainingCase:
 
 
 def case_stats(image_hu: np.ndarray, config: PreprocessConfig) -> tuple[float, float]:
-    """The mean/std that inference would use: z-score stats of the clipped bone crop."""
+    """The mean/std that inference would use: the recipe's fixed statistics, or (per-image
+    z-score recipe) the stats of the clipped bone crop."""
+    if config.norm_mean is not None and config.norm_std is not None:
+        return float(config.norm_mean), float(config.norm_std)
     crop = bone_bbox(
         image_hu, config.bone_threshold_hu, int(round(config.crop_margin_mm / config.spacing_mm)),
         min_bone_ml=0.0,
@@ -113,14 +116,14 @@ def train_steps(
         images, targets = next_batch()
         losses = model(images.to(device), targets_to(targets, device))
         total = sum(losses.values())
-        if not math.isfinite(float(total)):
+        if not math.isfinite(total.item()):
             raise FloatingPointError(f"non-finite loss at step {step}: { {k: float(v) for k, v in losses.items()} }")
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
-        record = {k: float(v) for k, v in losses.items()}
-        record["loss"] = float(total)
+        record = {k: v.item() for k, v in losses.items()}
+        record["loss"] = total.item()
         history.append(record)
         if log is not None:
             log(step, record)

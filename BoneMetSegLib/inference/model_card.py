@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import BoneMetSegModelError
+from ..io.atomic import default_permissions
 from ..model.config import ModelConfig
 from ..preprocessing.types import PreprocessConfig
 from ..version import __version__
@@ -151,6 +152,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

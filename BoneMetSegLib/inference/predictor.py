@@ -21,8 +21,9 @@ from ..errors import BoneMetSegInputError
 from ..io.read import ct_from_image, read_ct
 from ..model import MaskRCNN3D
 from ..postprocess.instances import crop_labels_to_input_grid, detections_to_instances
+from ..postprocess.bone_filter import drop_lesions_outside_bone, near_bone
 from ..postprocess.lesions import lesion_records, patient_summary
-from ..preprocessing.pipeline import preprocess
+from ..preprocessing.pipeline import crop_hu, preprocess
 from ..preprocessing.types import CTImage
 from ..result import Result
 from .device import describe_device, fallback_devices, select_device
@@ -34,6 +35,7 @@ from .weights import load_weights
 DEFAULT_TILE = (192, 192, 192)  # voxels at 1 mm; a whole chest-CT bone crop is ~2-4 tiles
 DEFAULT_OVERLAP = 48  # > the largest lesion (40 mm) so that every lesion is whole in one tile
 CPU_TILE = (256, 256, 256)  # the CPU has more memory than speed: fewer, larger tiles
+BONE_FILTER_RADIUS_MM = 10  # a lesion must lie mostly within 10 mm of bone (> bone threshold HU)
 
 
 class Predictor:
@@ -107,6 +109,9 @@ class Predictor:
         labels_crop, source_index = detections_to_instances(
             det["boxes"], det["scores"], det["masks"], pre.crop_size
         )
+        if self.bone_filter_radius_mm is not None and source_index:
+            near = near_bone(crop_hu(pre), self.preprocess_config.bone_threshold_hu, self.bone_filter_radius_mm)
+            labels_crop, source_index = drop_lesions_outside_bone(labels_crop, source_index, near)
         check_cancel(cancel)
         labelmap = crop_labels_to_input_grid(labels_crop, pre, ct.image)
         probs = det["class_probs"][torch.as_tensor(source_index, dtype=torch.long)].tolist() if source_index else []
@@ -135,6 +140,12 @@ class Predictor:
     @property
     def detection_threshold(self) -> float:
         return float(self.card.get("detection_threshold", 0.5))
+
+    @property
+    def bone_filter_radius_mm(self) -> int | None:
+        """Lesions need half their voxels within this distance of bone (card; None: no filter)."""
+        value = self.card.get("bone_filter_radius_mm", BONE_FILTER_RADIUS_MM)
+        return None if value is None else int(value)
 
     def detect(self, array: np.ndarray, progress=None, cancel=None, tile=None, warn=None) -> dict:
         """Tiled detection on a normalised 1 mm crop; boxes in crop voxel coordinates, on the CPU."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BoneMetSegModelError
+from ..io.atomic import default_permissions
 from .model_card import (
     WEIGHTS_SUFFIX,
     card_path_for,
@@ -79,6 +80,7 @@ def save_weights(state_dict: Mapping, card: dict, path: str | Path, half: bool =
     try:
         torch.save(tensors, tmp)
         sha = sha256_of_file(tmp)
+        default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

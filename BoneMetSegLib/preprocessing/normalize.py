@@ -7,16 +7,27 @@ import numpy as np
 _CHUNK = 1 << 16
 
 
-def normalize(array_hu: np.ndarray, window: tuple = (-1000.0, 2000.0)) -> tuple[np.ndarray, float, float]:
-    """Clip to ``window`` (HU) and z-score with the mean/std of the clipped array itself.
+def normalize(
+    array_hu: np.ndarray, window: tuple = (-1000.0, 2000.0), mean: float | None = None, std: float | None = None
+) -> tuple[np.ndarray, float, float]:
+    """Clip to ``window`` (HU) and z-score.
 
-    Returns ``(array, mean, std)``: a new float32 array and the HU statistics used, so that
-    ``array * std + mean`` gives the clipped HU back. A constant array gets ``std = 1``.
+    With ``mean`` and ``std`` given (the default recipe: fixed data-set statistics from the model
+    card) every image is scaled the same way, whatever its field of view. Without them the mean/std
+    of the clipped array itself are used (per-image z-score). Returns ``(array, mean, std)``: a new
+    float32 array and the HU statistics used, so that ``array * std + mean`` gives the clipped HU
+    back. A constant array gets ``std = 1``.
     """
     lo, hi = float(window[0]), float(window[1])
     if not lo < hi:
         raise ValueError(f"HU window must be (low, high) with low < high, got {window}")
     out = np.clip(array_hu, lo, hi, dtype=np.float32)  # a new array, changed in place below
+    if mean is not None and std is not None:
+        if not std > 0:
+            raise ValueError(f"normalisation std must be > 0, got {std}")
+        out -= np.float32(mean)
+        out *= np.float32(1.0 / std)
+        return out, float(mean), float(std)
     flat = out.reshape(-1)
     mean = float(flat.sum(dtype=np.float64)) / max(flat.size, 1)
     flat -= np.float32(mean)

@@ -42,7 +42,7 @@ def preprocess(
         min_bone_ml=config.min_bone_ml,
     )
     t2 = time.perf_counter()
-    array, mean, std = normalize(hu[box], config.hu_window)
+    array, mean, std = normalize(hu[box], config.hu_window, config.norm_mean, config.norm_std)
     t3 = time.perf_counter()
     if timings is not None:
         timings.update(resample_s=t1 - t0, crop_s=t2 - t1, normalize_s=t3 - t2, total_s=t3 - t0)

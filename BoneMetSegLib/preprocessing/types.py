@@ -20,6 +20,10 @@ class PreprocessConfig:
     spacing_mm: float = 1.0  # isotropic target spacing (the paper's grid)
     orientation: str = "LPS"  # canonical orientation (SimpleITK DICOMOrient code)
     hu_window: tuple = (-1000.0, 2000.0)  # clip window before z-scoring
+    # z-score statistics (HU) of the clipped bone crops of the training hosts: fixed, so that a
+    # small field of view is scaled like a whole CT. None, None = per-image z-score.
+    norm_mean: float | None = -200.0
+    norm_std: float | None = 400.0
     bone_threshold_hu: float = 200.0  # bone mask for the crop
     crop_margin_mm: float = 16.0  # margin around the bone bounding box
     min_bone_ml: float = 1.0  # less bone than this: "volume too small to hold bone"

