@@ -73,25 +73,27 @@ def test_cancel_stops_inference(model, lesion_case):
         model.predict(lesion_case["path"], cancel=cancel_during_inference)
 
 
-def test_cli_predict_writes_every_output(lesion_case, tmp_path):
+def test_cli_predict_writes_every_output(model, lesion_case, tmp_path):
     seg = tmp_path / "out" / "case.seg.nrrd"
     proc = run_cli("predict", lesion_case["path"], "-o", seg, "--report",
                    "--labelmap", "--overlay", "--progress", "none", check_rc=0)
     report = json.loads((tmp_path / "out" / "case.json").read_text())
     validate_report(report)
     assert report["model"]["sha256"] and report["input"]["size"] == list(lesion_case["image"].GetSize())
-    assert report["patient"]["n_lesions"] >= 1 and "lesion" in proc.stderr
+    assert f"{report['patient']['n_lesions']} lesion(s)" in proc.stderr
+    # the CLI's files say what the Python API says for the same input
+    api = model.predict(lesion_case["path"])
+    assert [les["detection_score"] for les in report["lesions"]] == pytest.approx(
+        [les.detection_score for les in api.lesions], abs=1e-4)
     segmentation = slicerio.read_segmentation(str(seg))
-    assert len(segmentation["segments"]) == report["patient"]["n_lesions"]
-    first = segmentation["segments"][0]
-    assert first["name"] == "Lesion 1"
-    assert first["tags"]["DICOM.SegmentAlgorithmType"] == "AUTOMATIC"
-    assert float(first["tags"]["BoneMetSeg.LungOriginProbability"]) == pytest.approx(
-        report["lesions"][0]["lung_origin_probability"], abs=1e-3)
+    assert [s["name"] for s in segmentation["segments"]] == [f"Lesion {les['id']}" for les in report["lesions"]]
+    for segment, les in zip(segmentation["segments"], report["lesions"]):
+        assert segment["tags"]["DICOM.SegmentAlgorithmType"] == "AUTOMATIC"
+        assert float(segment["tags"]["BoneMetSeg.LungOriginProbability"]) == pytest.approx(
+            les["lung_origin_probability"], abs=1e-3)
     labelmap = sitk.ReadImage(str(tmp_path / "out" / "case.nii.gz"))
     assert same_geometry(labelmap, lesion_case["image"])
-    values = np.unique(sitk.GetArrayViewFromImage(labelmap))
-    assert list(values[1:]) == [les["label_value"] for les in report["lesions"]]
+    assert np.array_equal(sitk.GetArrayViewFromImage(labelmap), sitk.GetArrayViewFromImage(api.labelmap))
     assert (tmp_path / "out" / "case.png").stat().st_size > 10_000
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".~")], "temp files left behind"
 
