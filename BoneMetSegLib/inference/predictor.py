@@ -21,7 +21,7 @@ from ..errors import BoneMetSegInputError
 from ..io.read import ct_from_image, read_ct
 from ..model import MaskRCNN3D
 from ..postprocess.instances import crop_labels_to_input_grid, detections_to_instances
-from ..postprocess.bone_filter import drop_lesions_outside_bone, near_bone
+from ..postprocess.bone_filter import filter_outside_bone
 from ..postprocess.lesions import lesion_records, patient_summary
 from ..preprocessing.pipeline import crop_hu, preprocess
 from ..preprocessing.types import CTImage
@@ -34,7 +34,7 @@ from .weights import load_weights
 
 DEFAULT_TILE = (192, 192, 192)  # voxels at 1 mm; a whole chest-CT bone crop is ~2-4 tiles
 DEFAULT_OVERLAP = 48  # > the largest lesion (40 mm) so that every lesion is whole in one tile
-CPU_TILE = (256, 256, 256)  # the CPU has more memory than speed: fewer, larger tiles
+CPU_TILE = (384, 384, 384)  # the CPU has more memory than speed: a chest/abdomen crop in one tile
 BONE_FILTER_RADIUS_MM = 10  # a lesion must lie mostly within 10 mm of bone (> bone threshold HU)
 
 
@@ -110,8 +110,10 @@ class Predictor:
             det["boxes"], det["scores"], det["masks"], pre.crop_size
         )
         if self.bone_filter_radius_mm is not None and source_index:
-            near = near_bone(crop_hu(pre), self.preprocess_config.bone_threshold_hu, self.bone_filter_radius_mm)
-            labels_crop, source_index = drop_lesions_outside_bone(labels_crop, source_index, near)
+            labels_crop, source_index = filter_outside_bone(
+                labels_crop, source_index, crop_hu(pre), self.preprocess_config.bone_threshold_hu,
+                self.bone_filter_radius_mm,
+            )
         check_cancel(cancel)
         labelmap = crop_labels_to_input_grid(labels_crop, pre, ct.image)
         probs = det["class_probs"][torch.as_tensor(source_index, dtype=torch.long)].tolist() if source_index else []

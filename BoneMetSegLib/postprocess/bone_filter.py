@@ -42,3 +42,19 @@ def drop_lesions_outside_bone(
             kept.append(source[value - 1])
             lut[value] = len(kept)
     return lut[labels], kept
+
+
+def filter_outside_bone(
+    labels: np.ndarray, source: list, hu: np.ndarray, threshold_hu: float = 200.0, radius_mm: int = 10,
+    min_fraction: float = 0.5,
+) -> tuple[np.ndarray, list]:
+    """:func:`drop_lesions_outside_bone` with the bone distance computed only around the lesions."""
+    if not source:
+        return labels, source
+    nz = [np.flatnonzero(np.any(labels, axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(len(n) == 0 for n in nz):
+        return drop_lesions_outside_bone(labels, source, np.zeros(labels.shape, dtype=bool), min_fraction)
+    box = tuple(slice(max(int(n[0]) - radius_mm, 0), int(n[-1]) + radius_mm + 1) for n in nz)
+    near = np.zeros(labels.shape, dtype=bool)
+    near[box] = near_bone(hu[box], threshold_hu, radius_mm)
+    return drop_lesions_outside_bone(labels, source, near, min_fraction)

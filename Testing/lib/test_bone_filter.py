@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from BoneMetSegLib.postprocess.bone_filter import drop_lesions_outside_bone, near_bone
+from BoneMetSegLib.postprocess.bone_filter import drop_lesions_outside_bone, filter_outside_bone, near_bone
 
 
 def test_near_bone_distance():
@@ -24,3 +24,15 @@ def test_drop_lesions_outside_bone_relabels():
     assert kept == [7, 9]
     assert set(np.unique(out)) == {0, 1, 2}
     assert (out == 2).sum() == (labels == 3).sum() and not out[30:36, 30:36, 30:36].any()
+
+
+def test_filter_outside_bone_matches_the_whole_volume_computation():
+    rng = np.random.default_rng(0)
+    hu = np.where(rng.random((48, 48, 48)) > 0.995, 900.0, 0.0).astype(np.float32)
+    labels = np.zeros(hu.shape, dtype=np.uint16)
+    labels[10:16, 10:16, 10:16] = 1
+    labels[30:40, 5:9, 20:30] = 2
+    labels[2:5, 40:44, 40:44] = 3
+    expected = drop_lesions_outside_bone(labels, [0, 1, 2], near_bone(hu, 200.0, 3))
+    got = filter_outside_bone(labels, [0, 1, 2], hu, 200.0, 3)
+    assert got[1] == expected[1] and np.array_equal(got[0], expected[0])
