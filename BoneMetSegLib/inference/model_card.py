@@ -159,26 +159,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def model_config_from_card(card: dict) -> ModelConfig:
-    """The :class:`ModelConfig` stored in the card's ``architecture``."""
+def _card_section(card: dict, key: str, cls):
+    """``cls.from_dict(card[key])``, or a clear error when this version does not understand it."""
     try:
-        return ModelConfig.from_dict(card["architecture"])
+        return cls.from_dict(card[key])
     except (TypeError, ValueError) as exc:
         raise BoneMetSegModelError(
-            f"Model card architecture of {card.get('name')!r} is not understood by BoneMetSeg {__version__} "
+            f"Model card {key} of {card.get('name')!r} is not understood by BoneMetSeg {__version__} "
             f"({exc}); update BoneMetSeg or use weights exported for this version."
         ) from None
+
+
+def model_config_from_card(card: dict) -> ModelConfig:
+    """The :class:`ModelConfig` stored in the card's ``architecture``."""
+    return _card_section(card, "architecture", ModelConfig)
 
 
 def preprocess_config_from_card(card: dict) -> PreprocessConfig:
     """The :class:`PreprocessConfig` stored in the card's ``preprocessing``."""
-    try:
-        return PreprocessConfig.from_dict(card["preprocessing"])
-    except (TypeError, ValueError) as exc:
-        raise BoneMetSegModelError(
-            f"Model card preprocessing of {card.get('name')!r} is not understood by BoneMetSeg {__version__} "
-            f"({exc}); update BoneMetSeg or use weights exported for this version."
-        ) from None
+    return _card_section(card, "preprocessing", PreprocessConfig)
 
 
 def card_summary(card: dict) -> dict:
