@@ -71,9 +71,23 @@ def to_network_input(patch_hu: np.ndarray, mean: float, std: float, window: Sequ
     return ((np.clip(patch_hu, lo, hi) - mean) / std).astype(np.float32)
 
 
+def random_flips(patch: np.ndarray, boxes: np.ndarray, masks: np.ndarray, rng: np.random.Generator):
+    """Flip a (z, y, x) patch, its boxes ``[K, 6]`` and masks ``[K, z, y, x]`` along each axis with p = 0.5."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 6).copy()
+    for axis in range(3):
+        if rng.random() < 0.5:
+            patch = np.flip(patch, axis)
+            masks = np.flip(masks, axis + 1)
+            size = patch.shape[axis]
+            lo, hi = boxes[:, axis].copy(), boxes[:, axis + 3].copy()
+            boxes[:, axis], boxes[:, axis + 3] = size - hi, size - lo
+    return np.ascontiguousarray(patch), boxes, np.ascontiguousarray(masks)
+
+
 def make_batch(
     cases: Sequence[TrainingCase], batch_size: int, patch_size: int | Sequence[int],
     rng: np.random.Generator, window: Sequence[float] = (-1000.0, 2000.0), p_foreground: float = 0.67,
+    flips: bool = False,
 ) -> tuple[torch.Tensor, list[dict]]:
     """Random patches from random cases: ``images [B,1,*patch]`` and torchvision-style targets."""
     images, targets = [], []
@@ -82,6 +96,8 @@ def make_batch(
         patch, _, boxes, classes, masks = sample_patch(
             case.image_hu, case.labels, case.lesions, patch_size, rng, p_foreground, bone=case.bone,
         )
+        if flips:
+            patch, boxes, masks = random_flips(patch, boxes, np.asarray(masks, dtype=bool), rng)
         images.append(torch.from_numpy(to_network_input(patch, case.mean, case.std, window)))
         targets.append(
             {

@@ -37,7 +37,7 @@ def smoke_model_config() -> ModelConfig:
 def train_smoke_model(
     host: Host | list, out: Path, steps: int = 400, max_seconds: float = 120.0, seed: int = 0, n_cases: int = 8,
     lr: float = 1e-3, log=None, name: str = "bonemetseg-smoke", version: str = "0.0.0-smoke",
-    init: Path | None = None, case_seed: int | None = None,
+    init: Path | None = None, case_seed: int | None = None, flips: bool = False,
 ) -> tuple[Path, list[dict]]:
     """Train the smoke model on easy synthetic lesions in ``host`` (one or a list) and export it to ``out``."""
     torch.manual_seed(seed)
@@ -51,7 +51,7 @@ def train_smoke_model(
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     history = train_steps(
-        model, lambda: make_batch(cases, 2, 64, rng, p_foreground=0.8), steps, opt,
+        model, lambda: make_batch(cases, 2, 64, rng, p_foreground=0.8, flips=flips), steps, opt,
         max_seconds=max_seconds, log=log,
     )
     card = {
@@ -98,11 +98,12 @@ def main(argv=None) -> int:
     parser.add_argument("--init", help="start from this exported model (.pt)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--flips", action="store_true", help="random flips along each axis")
     args = parser.parse_args(argv)
     hosts = [load_host(h, shared_data=Path(args.shared_data)) for h in args.hosts.split(",")]
     path, history = train_smoke_model(
         hosts, Path(args.out), args.steps, args.seconds, n_cases=args.cases, name=args.name, version=args.version,
-        init=Path(args.init) if args.init else None, lr=args.lr, seed=args.seed,
+        init=Path(args.init) if args.init else None, lr=args.lr, seed=args.seed, flips=args.flips,
         log=lambda s, r: print(json.dumps({"step": s, **{k: round(v, 4) for k, v in r.items()}})) if s % 20 == 0 else None,
     )
     print(f"wrote {path} after {len(history)} steps")
