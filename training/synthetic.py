@@ -24,10 +24,12 @@ Everything random comes from the ``rng`` passed in: same seed, same patient.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from BoneMetSegLib.dict_config import DictConfig
 
 from .hosts import (
     Host,
@@ -67,7 +69,7 @@ def _default_site_weights() -> dict:
 
 
 @dataclass
-class SyntheticConfig:
+class SyntheticConfig(DictConfig):
     """All knobs of the generator (serialisable: ``to_dict`` / ``from_dict``)."""
 
     # patient
@@ -122,18 +124,6 @@ class SyntheticConfig:
             diameter_mm=(18.0, 30.0), diameter_core_mm=(18.0, 30.0),
             blastic_hu=(800.0, 1200.0), min_contrast_hu=100.0,
         )
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SyntheticConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown synthetic config keys: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 # ----------------------------------------------------------------------------- patient

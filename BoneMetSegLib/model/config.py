@@ -13,7 +13,9 @@ Conventions shared by every model module
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+
+from ..dict_config import DictConfig
 
 CLASS_NAMES = ("background", "lung", "other")
 
@@ -31,7 +33,7 @@ BACKBONES = ("convnextv2", "convnext", "resnet50", "resnet101")
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(DictConfig):
     """Everything needed to rebuild the network; defaults are the shipped architecture."""
 
     # backbone
@@ -78,19 +80,6 @@ class ModelConfig:
     def strides(self) -> tuple:
         """Strides of P2..P6 relative to the input image."""
         return tuple(self.stem_stride * 2**i for i in range(5))
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**kw)
 
 
 __all__ = ["ModelConfig", "CLASS_NAMES", "CONVNEXT_SIZES", "BACKBONES"]

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from ..dict_config import DictConfig
+
 
 @dataclass
-class PreprocessConfig:
+class PreprocessConfig(DictConfig):
     """Preprocessing recipe (stored in the model card so training and inference agree)."""
 
     spacing_mm: float = 1.0  # isotropic target spacing (the paper's grid)
@@ -27,13 +29,6 @@ class PreprocessConfig:
     bone_threshold_hu: float = 200.0  # bone mask for the crop
     crop_margin_mm: float = 16.0  # margin around the bone bounding box
     min_bone_ml: float = 1.0  # less bone than this: "volume too small to hold bone"
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessConfig":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 @dataclass
