@@ -1,0 +1,110 @@
+"""Write synthetic training/evaluation cases (format A) from one real host CT.
+
+    python -m training.make_synthetic_dataset --host NAME --cases N --seed S --out DIR [--easy] [--crop MM]
+
+``NAME``: a host of ``training.hosts.load_host`` ("abdomen", "chest", "lumbar", a CT file or
+DICOM folder), or "heldout": the TotalSegmentator DICOM series
+(``shared/data/totalsegmentator-example/ct_dicom_series``), the real CT kept out of training.
+Case ``i`` is one synthetic patient (``training.synthetic.plant_lesions``) drawn with the seed
+``(S, i)``, so a case does not depend on how many others are made. ``--crop MM`` cuts each case
+to a cube of that size around a random bone voxel (small cases for tests and quick checks).
+The generator's settings and each lesion's kind, site and size go to ``dataset.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from BoneMetSegLib.io.atomic import atomic_write
+
+from .dataset import write_case
+from .dataset.format import DATASET_JSON
+from .hosts import Host, load_host
+from .synthetic import SyntheticConfig, plant_lesions
+
+HELD_OUT = "heldout"
+HELD_OUT_PATH = ("totalsegmentator-example", "ct_dicom_series")
+DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MAX_DRAWS = 10  # a crop without room for a lesion is drawn again
+
+
+def resolve_host(name: str, shared_data: Path) -> Host:
+    """``load_host`` plus the "heldout" alias."""
+    if name == HELD_OUT:
+        return load_host(Path(shared_data).joinpath(*HELD_OUT_PATH))
+    return load_host(name, shared_data=Path(shared_data))
+
+
+def make_case(host: Host, seed: int, index: int, config: SyntheticConfig, crop_mm: int | None = None):
+    """``(image, labels, lesions)`` of synthetic patient ``index``: HU image (int16) and UInt16
+    labels with the host's (or the crop's) 1 mm geometry, and the planted lesion dicts."""
+    rng = np.random.default_rng((seed, index))
+    for _ in range(MAX_DRAWS):
+        where = host if crop_mm is None else _random_crop(host, int(crop_mm), rng)
+        image_hu, labels, lesions = plant_lesions(where, rng=rng, config=config)
+        if lesions:
+            image = sitk.GetImageFromArray(np.clip(np.round(image_hu), -32768, 32767).astype(np.int16))
+            image.CopyInformation(where.grid)
+            label_image = sitk.GetImageFromArray(labels)
+            label_image.CopyInformation(where.grid)
+            return image, label_image, lesions
+    raise RuntimeError(f"no room for a lesion in {MAX_DRAWS} draws on host '{host.name}' "
+                       f"(crop {crop_mm} mm); use a larger --crop")
+
+
+def make_dataset(host: Host, n_cases: int, seed: int, out: Path, config: SyntheticConfig,
+                 crop_mm: int | None = None, config_name: str = "default") -> list[Path]:
+    """Write ``n_cases`` cases ``<host>-<seed>-<i>`` and ``dataset.json`` into ``out``."""
+    out = Path(out)
+    written, details = [], {}
+    for i in range(n_cases):
+        case_id = f"{host.name}-{seed}-{i:04d}"
+        image, labels, lesions = make_case(host, seed, i, config, crop_mm)
+        written.append(write_case(out, case_id, image, labels, {les["label"]: les["origin"] for les in lesions}))
+        details[case_id] = [{k: les[k] for k in ("label", "origin", "kind", "site", "radius_mm", "n_voxels")}
+                            for les in lesions]
+    meta = {
+        "name": f"synthetic-{host.name}-{seed}",
+        "description": (f"{n_cases} synthetic patients: lesions planted in real bone of host '{host.name}' "
+                        f"(training.synthetic, {config_name} settings, seed {seed}"
+                        + (f", {crop_mm} mm crops" if crop_mm else "") + "). Origins are synthetic."),
+        "generator": {"host": host.name, "seed": seed, "crop_mm": crop_mm, "config": config.to_dict(),
+                      "cases": details},
+    }
+    with atomic_write(out / DATASET_JSON, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    return written
+
+
+def _random_crop(host: Host, size: int, rng: np.random.Generator) -> Host:
+    flat = np.flatnonzero(host.bone)
+    centre = np.unravel_index(flat[rng.integers(flat.size)], host.shape)
+    start = [int(np.clip(c - size // 2, 0, max(0, n - size))) for c, n in zip(centre, host.shape)]
+    return host.crop(tuple(start), (size, size, size))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", required=True, help="abdomen, chest, lumbar, heldout, or a CT file/DICOM folder")
+    parser.add_argument("--cases", type=int, required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--out", required=True, help="data set folder (created; existing cases are kept)")
+    parser.add_argument("--easy", action="store_true", help="large high-contrast lesions (SyntheticConfig.easy)")
+    parser.add_argument("--crop", type=int, help="cut each case to a cube of this many mm around bone")
+    parser.add_argument("--shared-data", default=str(DEFAULT_SHARED_DATA))
+    args = parser.parse_args(argv)
+    config = SyntheticConfig.easy() if args.easy else SyntheticConfig()
+    host = resolve_host(args.host, Path(args.shared_data))
+    paths = make_dataset(host, args.cases, args.seed, Path(args.out), config, args.crop,
+                         "easy" if args.easy else "default")
+    print(f"wrote {len(paths)} case(s) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
