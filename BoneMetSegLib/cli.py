@@ -1,4 +1,4 @@
-"""The ``bonemetseg`` command line: predict, info, fetch-sample.
+"""The ``bonemetseg`` command line: predict (whole CT or ``--point``), rescore, info, fetch-sample.
 
 Exit codes: 0 success; 1 some cases of a batch failed; 2 bad input, bad model or bad output
 path (one line on stderr, no traceback); 3 cancelled (SIGINT/SIGTERM).
@@ -46,6 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", choices=["bar", "lines", "none"], default="bar",
         help="bar: tqdm progress bar; lines: one JSON object per line on stdout (for Slicer); none",
     )
+    p.add_argument(
+        "--point", help="X,Y,Z in LPS mm: segment only the lesion at this point (crop around it, low "
+        "threshold); writes the usual outputs with 0 or 1 lesion",
+    )
+
+    r = sub.add_parser("rescore", help="score given lesion masks (e.g. edited ones) with the model's box head")
+    r.add_argument("input", help="the CT the labelmap was drawn on (file or DICOM series folder)")
+    r.add_argument("--labels", required=True, help="instance labelmap on the CT's grid (0 = background, 1..N)")
+    r.add_argument("--report", required=True, help="output JSON: one record per label value")
+    r.add_argument("--only", help="comma-separated label values to score (default: all present)")
+    r.add_argument("--model", help="weights .pt (with its .json model card); default: embedded weights")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    r.add_argument("--origin-threshold", type=float, default=0.5, help="lung if lung-origin probability >= this")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing report")
 
     i = sub.add_parser("info", help="print the model card")
     i.add_argument("--model", help="weights .pt or model card .json (default: embedded weights)")
@@ -66,6 +80,8 @@ def main(argv=None) -> int:
 
             print(fetch_sample(args.name, Path(args.cache_dir) if args.cache_dir else None))
             return 0
+        if args.command == "rescore":
+            return _rescore(args)
         return _predict(args)
     except BoneMetSegCancelled as exc:
         print(f"bonemetseg: cancelled: {exc}", file=sys.stderr)
@@ -117,6 +133,12 @@ def _predict(args) -> int:
     if not src.exists():
         raise _input_error(f"Input not found: {src}. Give a CT file, a DICOM series folder or a folder of cases.")
     cases = _batch_cases(src)
+    if args.point is not None and cases is not None:
+        raise _input_error("--point needs one CT (a file or a DICOM series folder), not a folder of cases.")
+    if args.point is not None:
+        from .inference.point import parse_point
+
+        parse_point(args.point)  # a typo fails before the model loads
     cancel = threading.Event()
     _install_signal_handlers(cancel)
     model = load_model(args.model, args.device)
@@ -165,10 +187,19 @@ def _run_case(model, src: Path, outputs: dict, args, cancel):
         for w in ct.warnings:
             if warn:
                 warn(w)
-        result = model.predict(
-            ct, progress=progress, cancel=cancel, threshold=args.threshold,
-            origin_threshold=args.origin_threshold, tile=tile,
-        )
+        if args.point is not None:
+            from .inference.point import POINT_THRESHOLD, parse_point, predict_at_point
+
+            result = predict_at_point(
+                model, ct, parse_point(args.point), origin_threshold=args.origin_threshold,
+                threshold=POINT_THRESHOLD if args.threshold is None else args.threshold,
+                progress=progress, cancel=cancel,
+            )
+        else:
+            result = model.predict(
+                ct, progress=progress, cancel=cancel, threshold=args.threshold,
+                origin_threshold=args.origin_threshold, tile=tile,
+            )
         result.input["path"] = str(src)
         result.timing_s["read"] = t_read
         t0 = time.perf_counter()
@@ -194,6 +225,55 @@ def _run_case(model, src: Path, outputs: dict, args, cancel):
             file=sys.stderr,
         )
     return result
+
+
+def _rescore(args) -> int:
+    """Score the labels of an (edited) instance labelmap; write them as JSON (atomic)."""
+    import SimpleITK as sitk
+
+    from .inference.predictor import load_model
+    from .inference.rescore import score_labelmap
+    from .io.atomic import check_output_path
+    from .io.read import read_ct
+    from .postprocess.lesions import patient_summary
+    from .result import LesionRecord
+
+    report = Path(args.report)
+    check_output_path(report, args.overwrite)
+    labels_path = Path(args.labels)
+    if not labels_path.is_file():
+        raise _input_error(f"Labelmap not found: {labels_path}. Give the instance labelmap file (.nii.gz, .nrrd).")
+    ct = read_ct(Path(args.input))
+    try:
+        labelmap = sitk.ReadImage(str(labels_path))
+    except RuntimeError:
+        raise _input_error(f"Cannot read the labelmap {labels_path}; give a NIfTI, NRRD or MHA image.") from None
+    only = None
+    if args.only:
+        try:
+            only = [int(v) for v in args.only.split(",")]
+        except ValueError:
+            raise _input_error(f"--only must be comma-separated label values, got {args.only!r}.") from None
+    model = load_model(args.model, args.device)
+    scores = score_labelmap(model, ct, labelmap, labels=only, origin_threshold=args.origin_threshold)
+    lesions = [{"label_value": v, **rec} for v, rec in sorted(scores.items())]
+    records = [
+        LesionRecord(id=i, segment_id="", label_value=d["label_value"], detection_score=d["detection_score"],
+                     lung_origin_probability=d["lung_origin_probability"], predicted_origin=d["predicted_origin"],
+                     volume_ml=d["volume_ml"], centroid_lps_mm=d["centroid_lps_mm"], bbox_lps_mm=d["bbox_lps_mm"])
+        for i, d in enumerate(lesions, start=1)
+    ]
+    patient = patient_summary(records, args.origin_threshold)
+    _write_json_atomic(report, {
+        "bonemetseg_version": __version__,
+        "model": model.model_info,
+        "input": {"path": str(args.input), "labels": str(labels_path)},
+        "lesions": lesions,
+        "patient": {"lung_origin_probability": patient.lung_origin_probability,
+                    "predicted_origin": patient.predicted_origin, "n_lesions": patient.n_lesions},
+    }, overwrite=args.overwrite)
+    print(f"{labels_path.name}: scored {len(lesions)} label(s); wrote {report}", file=sys.stderr)
+    return 0
 
 
 def _single_outputs(args, seg: Path, batch: bool = False) -> dict:
