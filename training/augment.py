@@ -1,0 +1,123 @@
+"""Patch augmentation: rotation, isotropic scaling and flips, image and lesion masks together.
+
+The affine part is MONAI's ``Affine`` (one call on the image and all masks stacked as channels,
+so they cannot drift apart); boxes are recomputed from the transformed masks
+(``training.patches.mask_to_box``), never transformed as boxes.
+
+The patch is cut larger than the network patch (``context_size``) so that rotating and
+shrinking pull real anatomy, not padding, into view; the affine maps it back to the patch size
+about the common centre.
+
+Scale convention: ``s > 1`` enlarges the anatomy, a lesion's volume becomes about ``s^3`` times
+larger (MONAI's ``scale_params`` is the inverse: a sampling-grid factor).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.transforms import Affine
+
+from .patches import PAD_HU, mask_to_box
+
+
+@dataclass
+class AffineParams:
+    rotate_rad: tuple  # about axes 0, 1, 2 (MONAI order)
+    scale: float  # > 1 enlarges the anatomy
+
+
+def context_size(patch_size, rotate_deg: float, min_scale: float) -> tuple:
+    """Size of the crop that covers a ``patch_size`` patch after any allowed rotation/shrink.
+
+    Rounded so that ``context - patch`` is even (the patch stays voxel-aligned at its centre).
+    """
+    theta = math.radians(rotate_deg)
+    grow = (math.cos(theta) + math.sin(theta)) ** 2 / max(min_scale, 1e-3)  # two rotated axes
+    out = []
+    for p in patch_size:
+        c = max(int(p), int(math.ceil(p * min(grow, 3.0))))
+        out.append(c + (c - int(p)) % 2)
+    return tuple(out)
+
+
+def draw_affine(rng: np.random.Generator, rotate_deg: float, scale_range) -> AffineParams:
+    r = math.radians(rotate_deg)
+    angles = tuple(float(v) for v in rng.uniform(-r, r, size=3))
+    return AffineParams(angles, float(rng.uniform(scale_range[0], scale_range[1])))
+
+
+def apply_affine(
+    image_hu: np.ndarray, masks: np.ndarray, params: AffineParams, out_size,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate/scale ``image_hu (z, y, x)`` and ``masks [K, z, y, x]`` about their centre into an
+    ``out_size`` patch. The image is interpolated linearly (air outside), masks linearly then
+    thresholded at 0.5."""
+    k = masks.shape[0]
+    stack = np.empty((1 + k, *image_hu.shape), np.float32)
+    stack[0] = image_hu - PAD_HU  # so that the zero padding reads as air
+    stack[1:] = masks
+    transform = Affine(
+        rotate_params=params.rotate_rad, scale_params=(1.0 / params.scale,) * 3,
+        spatial_size=tuple(int(v) for v in out_size), mode="bilinear", padding_mode="zeros",
+        image_only=True,
+    )
+    out = transform(torch.from_numpy(stack))
+    out = out.as_tensor().numpy() if hasattr(out, "as_tensor") else np.asarray(out)
+    return out[0] + PAD_HU, out[1:] >= 0.5
+
+
+def augment_patch(
+    image_hu: np.ndarray, masks: np.ndarray, classes: np.ndarray, patch_size, cfg,
+    rng: np.random.Generator, min_visible_fraction: float = 0.5, min_voxels: int = 8,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Augment a context crop and its lesion masks into a ``patch_size`` training patch.
+
+    ``cfg`` is an ``AugmentConfig``. Returns ``(patch_hu, boxes [K', 6], classes [K'], masks
+    [K', *patch_size])``; a lesion keeps being a target only if at least ``min_visible_fraction``
+    of its expected voxels (its context-crop voxels times ``s^3``) and ``min_voxels`` remain.
+    """
+    masks = np.asarray(masks, bool).reshape(-1, *image_hu.shape)
+    classes = np.asarray(classes, np.int64).reshape(-1)
+    if cfg.enabled and rng.random() < cfg.p_affine:
+        params = draw_affine(rng, cfg.rotate_deg, cfg.scale)
+        patch, new_masks = apply_affine(image_hu, masks, params, patch_size)
+        expected = masks.reshape(len(masks), -1).sum(1) * params.scale**3
+    else:
+        sl = centre_slices(image_hu.shape, patch_size)
+        patch, new_masks = image_hu[sl], masks[(slice(None), *sl)]
+        expected = masks.reshape(len(masks), -1).sum(1).astype(float)
+    counts = new_masks.reshape(len(new_masks), -1).sum(1)
+    keep = (counts >= min_voxels) & (counts >= min_visible_fraction * expected)
+    new_masks, classes = new_masks[keep], classes[keep]
+    if cfg.enabled and cfg.flip_axes:
+        patch, new_masks = random_flip(patch, new_masks, cfg.flip_axes, rng)
+    boxes = boxes_from_masks(new_masks)
+    return np.ascontiguousarray(patch, np.float32), boxes, classes, np.ascontiguousarray(new_masks)
+
+
+def random_flip(patch: np.ndarray, masks: np.ndarray, axes, rng: np.random.Generator):
+    """Flip ``patch (z, y, x)`` and ``masks [K, z, y, x]`` along each of ``axes`` with p = 0.5."""
+    for axis in axes:
+        if rng.random() < 0.5:
+            patch, masks = np.flip(patch, axis), np.flip(masks, axis + 1)
+    return patch, masks
+
+
+def boxes_from_masks(masks: np.ndarray) -> np.ndarray:
+    """``[K, 6]`` boxes (min inclusive, max exclusive) of non-empty masks ``[K, z, y, x]``."""
+    if len(masks) == 0:
+        return np.zeros((0, 6), np.float32)
+    return np.stack([mask_to_box(m) for m in masks]).astype(np.float32)
+
+
+def centre_slices(shape, size) -> tuple:
+    """Slices of the centred ``size`` box inside ``shape`` (``shape - size`` even)."""
+    return tuple(slice((n - k) // 2, (n - k) // 2 + k) for n, k in zip(shape, size))
+
+
+__all__ = ["AffineParams", "context_size", "draw_affine", "apply_affine", "augment_patch",
+           "boxes_from_masks", "centre_slices", "random_flip"]

@@ -1,0 +1,93 @@
+"""Resumable training checkpoints: everything needed to continue a run exactly where it stopped.
+
+A checkpoint (``RUN/last.pt``, ``RUN/best.pt``) is a ``torch.save`` of a dict: the model's
+``state_dict`` (unwrapped from DDP), optimiser, LR scheduler, AMP grad scaler, the Python /
+NumPy / torch (CPU and CUDA) RNG states, the position (``epoch``, ``step`` = optimiser steps so
+far, ``step_in_epoch``), the early-stopping state and the config. It is written to a temporary
+file and renamed (``BoneMetSegLib.io.atomic.atomic_write``), so a crash never leaves half a file.
+This is a *training* file (pickled, trusted); ``training.export`` turns one into the plain
+float16 weights + model card that the library loads.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from BoneMetSegLib.io.atomic import atomic_write
+
+FORMAT = "bonemetseg-train-checkpoint-1"
+
+
+def rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path: str | Path, *, model, optimizer, scheduler, scaler, state: dict,
+                    config: dict) -> Path:
+    """Write a checkpoint atomically. ``state``: epoch, step, step_in_epoch, best_val_loss,
+    epochs_without_improvement (any JSON-able extras are kept)."""
+    payload = {
+        "format": FORMAT,
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_states(),
+        "state": dict(state),
+        "config": config,
+    }
+    with atomic_write(path, overwrite=True) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (clear error otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found; give --resume a RUN/last.pt or RUN/best.pt")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # truncated or not a torch file
+        raise ValueError(f"checkpoint {path} cannot be read ({exc}); use another checkpoint") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a training checkpoint of training.train (format {FORMAT}); "
+                         "exported weights (.pt + .json) cannot be resumed")
+    return ckpt
+
+
+def restore(ckpt: dict, *, model, optimizer=None, scheduler=None, scaler=None, rng: bool = True) -> dict:
+    """Load a checkpoint's states into the given objects; returns its ``state`` dict."""
+    unwrap(model).load_state_dict(ckpt["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None:
+        scaler.load_state_dict(ckpt["scaler"])
+    if rng:
+        set_rng_states(ckpt["rng"])
+    return dict(ckpt["state"])
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model inside a DistributedDataParallel wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+__all__ = ["save_checkpoint", "load_checkpoint", "restore", "rng_states", "set_rng_states", "unwrap", "FORMAT"]

@@ -1,0 +1,278 @@
+"""The training recipe as a YAML file, read into dataclasses and checked before anything runs.
+
+Sections (every key optional; defaults = the paper's recipe, ``training/configs/paper.yaml``):
+
+* ``model``: ``BoneMetSegLib.model.ModelConfig`` fields (the architecture; goes into the model card);
+* ``preprocess``: ``PreprocessConfig`` fields (HU window, z-score statistics);
+* ``data``: where cases come from and how they are split and cut into patches (``DataConfig``);
+* ``augment``: rotation, scaling, flips (``AugmentConfig``);
+* ``optim``: optimiser, batch, mixed precision (``OptimConfig``);
+* ``schedule``: epochs, learning-rate drops, validation, early stopping, caps (``ScheduleConfig``).
+
+``load_config(path)`` raises :class:`ConfigError` naming the file, the key and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from BoneMetSegLib.model.config import BACKBONES, CONVNEXT_SIZES, ModelConfig
+from BoneMetSegLib.preprocessing.types import PreprocessConfig
+
+from .synthetic import SyntheticConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HOST_NAMES = ("abdomen", "chest", "lumbar")  # training.hosts.load_host names
+# The real CT never used for training or validation: the TotalSegmentator DICOM series, which
+# training.hosts loads as a generic host named "ct_dicom_series".
+DEFAULT_HELD_OUT = "totalsegmentator-example/ct_dicom_series"
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used; the message says which key and what to do."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # "synthetic" (lesions planted in real host CT) or "dataset"
+    hosts: list = field(default_factory=lambda: list(HOST_NAMES))  # host names or CT paths
+    held_out_hosts: list = field(default_factory=lambda: [DEFAULT_HELD_OUT])  # never trained on
+    shared_data: str | None = None  # default: $BONEMETSEG_SHARED_DATA or ../shared/data
+    dataset_dir: str | None = None  # source "dataset": folder of annotated cases (training.dataset)
+    synthetic: Any = "default"  # "default", "easy" or SyntheticConfig fields
+    n_patients: int = 200  # synthetic patients, split train:val:test
+    split: list = field(default_factory=lambda: [0.70, 0.15, 0.15])  # by patient
+    patch_size: list = field(default_factory=lambda: [96, 96, 96])  # (z, y, x) voxels = mm
+    p_foreground: float = 0.67  # patch around a lesion, else around random bone
+    min_visible_fraction: float = 0.5  # a lesion cut by the patch border below this: no target
+    pool_size: int = 8  # cases held in memory per data worker
+    refresh_every: int = 20  # batches between replacing one pooled case with another patient
+    num_workers: int = 0  # DataLoader worker processes per rank (0: in the training process)
+
+    def synthetic_config(self) -> SyntheticConfig:
+        if self.synthetic in (None, "default"):
+            return SyntheticConfig()
+        if self.synthetic == "easy":
+            return SyntheticConfig.easy()
+        return SyntheticConfig.from_dict(dict(self.synthetic))
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True
+    rotate_deg: float = 15.0  # uniform in [-r, r] about each axis
+    scale: list = field(default_factory=lambda: [0.8, 1.2])  # isotropic; lesion volume x s^3
+    p_affine: float = 1.0  # probability of rotating/scaling a patch
+    flip_axes: list = field(default_factory=lambda: [0, 1, 2])  # each flipped with p = 0.5
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    batch_size: int = 8  # global: split evenly over the DDP ranks
+    grad_clip: float = 10.0  # max gradient norm (0: off)
+    amp: bool = True  # mixed precision, only ever on CUDA
+    find_unused_parameters: bool = False  # DDP option
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 50
+    steps_per_epoch: int = 200  # an epoch over a patch stream = this many optimiser steps
+    lr_milestones: list = field(default_factory=lambda: [40])  # epochs after which lr *= gamma
+    lr_gamma: float = 0.1
+    val_batches: int = 16  # fixed validation batches (from the validation patients)
+    early_stopping_patience: int = 10  # epochs without a better validation loss; 0: off
+    early_stopping_min_delta: float = 0.0
+    checkpoint_every_steps: int = 0  # also write last.pt inside an epoch (0: at epoch ends)
+    max_steps: int | None = None  # stop (resumably) after this many steps in total
+    max_minutes: float | None = None  # stop (resumably) after this much wall time
+
+
+@dataclass
+class TrainConfig:
+    name: str = "paper"
+    seed: int = 0
+    run_dir: str | None = None  # default runs/<name>
+    version: str = "1.0.0"  # version of the weights this run produces
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    source_path: str | None = None  # the YAML it came from (set by load_config)
+
+    # ------------------------------------------------------------------ helpers
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "to_dict"):
+                value = value.to_dict()
+            elif dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
+            out[f.name] = value
+        return out
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else REPO_ROOT / "runs" / self.name
+
+    def shared_data_dir(self) -> Path:
+        if self.data.shared_data:
+            return Path(self.data.shared_data)
+        env = os.environ.get("BONEMETSEG_SHARED_DATA")
+        return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+    def host_path(self, host: str) -> str:
+        """A host name ("abdomen", ...) as is; a path made absolute (relative: to shared data)."""
+        if host in HOST_NAMES or Path(host).is_absolute():
+            return host
+        return str(self.shared_data_dir() / host)
+
+
+SECTIONS = {
+    "model": ModelConfig, "preprocess": PreprocessConfig, "data": DataConfig,
+    "augment": AugmentConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
+}
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read and validate a YAML config; ``overrides`` = ``{"section.key": value}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"training config {path} not found; see training/configs/ for examples")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: dict, source: str = "config") -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from a parsed YAML mapping."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    top = {f.name for f in dataclasses.fields(TrainConfig)} - {"source_path"}
+    unknown = set(raw) - top
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(top)}")
+    kwargs = {k: v for k, v in raw.items() if k not in SECTIONS}
+    for name, cls in SECTIONS.items():
+        kwargs[name] = _section(cls, raw.get(name) or {}, name, source)
+    cfg = TrainConfig(**kwargs, source_path=source)
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return cfg
+
+
+def _section(cls, values: dict, name: str, source: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section '{name}' must be a mapping, not {type(values).__name__}")
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - allowed
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)} in section '{name}'; "
+                          f"allowed: {sorted(allowed)}")
+    if hasattr(cls, "from_dict"):
+        return cls.from_dict(values)
+    return cls(**values)
+
+
+def validate(cfg: TrainConfig) -> list[str]:
+    """Every problem of ``cfg``, human readable; ``[]`` when it can be used."""
+    p: list[str] = []
+    m, d, a, o, s = cfg.model, cfg.data, cfg.augment, cfg.optim, cfg.schedule
+    if m.backbone not in BACKBONES:
+        p.append(f"model.backbone must be one of {list(BACKBONES)}, not {m.backbone!r}")
+    if m.backbone.startswith("convnext") and m.backbone_size not in CONVNEXT_SIZES:
+        p.append(f"model.backbone_size must be one of {list(CONVNEXT_SIZES)}, not {m.backbone_size!r}")
+    if d.source not in ("synthetic", "dataset"):
+        p.append(f"data.source must be 'synthetic' or 'dataset', not {d.source!r}")
+    if d.source == "dataset" and not d.dataset_dir:
+        p.append("data.source is 'dataset' but data.dataset_dir is not set (a folder of annotated cases)")
+    if d.source == "synthetic":
+        if not d.hosts:
+            p.append("data.hosts is empty: name at least one host CT (abdomen, chest, lumbar or a CT path)")
+        clash = {_host_key(cfg, h) for h in d.hosts} & {_host_key(cfg, h) for h in d.held_out_hosts}
+        if clash:
+            p.append(f"host(s) {sorted(clash)} are both in data.hosts and data.held_out_hosts; "
+                     "a held-out host must never be trained on")
+        if d.n_patients < 3:
+            p.append(f"data.n_patients must be >= 3 (train, validation, test), not {d.n_patients}")
+        try:
+            d.synthetic_config()
+        except (TypeError, ValueError) as exc:
+            p.append(f"data.synthetic: {exc}")
+    if len(d.split) != 3 or any(not _number(v) or v < 0 for v in d.split) or abs(sum(d.split) - 1) > 1e-6:
+        p.append(f"data.split must be three fractions (train, val, test) summing to 1, not {d.split}")
+    elif d.split[0] <= 0 or d.split[1] <= 0:
+        p.append("data.split needs a training and a validation share > 0")
+    if len(d.patch_size) != 3 or any(not isinstance(v, int) or v < 16 for v in d.patch_size):
+        p.append(f"data.patch_size must be three integers >= 16 (z, y, x voxels), not {d.patch_size}")
+    if not 0 <= d.p_foreground <= 1:
+        p.append(f"data.p_foreground must be in [0, 1], not {d.p_foreground}")
+    if not 0 < d.min_visible_fraction <= 1:
+        p.append(f"data.min_visible_fraction must be in (0, 1], not {d.min_visible_fraction}")
+    for key in ("pool_size", "refresh_every"):
+        if getattr(d, key) < 1:
+            p.append(f"data.{key} must be >= 1")
+    if d.num_workers < 0:
+        p.append("data.num_workers must be >= 0")
+    if not 0 <= a.rotate_deg <= 90:
+        p.append(f"augment.rotate_deg must be in [0, 90], not {a.rotate_deg}")
+    if len(a.scale) != 2 or not 0 < a.scale[0] <= a.scale[1] <= 2:
+        p.append(f"augment.scale must be [min, max] with 0 < min <= max <= 2, not {a.scale}")
+    if not 0 <= a.p_affine <= 1:
+        p.append(f"augment.p_affine must be in [0, 1], not {a.p_affine}")
+    if any(ax not in (0, 1, 2) for ax in a.flip_axes):
+        p.append(f"augment.flip_axes must list axes among 0, 1, 2 (z, y, x), not {a.flip_axes}")
+    if o.name.lower() != "adamw":
+        p.append(f"optim.name: only 'adamw' (the paper's optimiser) is supported, not {o.name!r}")
+    if not o.lr > 0:
+        p.append(f"optim.lr must be > 0, not {o.lr}")
+    if o.batch_size < 1:
+        p.append(f"optim.batch_size must be >= 1, not {o.batch_size}")
+    if o.grad_clip < 0:
+        p.append("optim.grad_clip must be >= 0 (0 turns clipping off)")
+    if s.epochs < 1 or s.steps_per_epoch < 1:
+        p.append("schedule.epochs and schedule.steps_per_epoch must be >= 1")
+    if any(not isinstance(e, int) or e < 1 for e in s.lr_milestones) or list(s.lr_milestones) != sorted(s.lr_milestones):
+        p.append(f"schedule.lr_milestones must be increasing epoch numbers >= 1, not {s.lr_milestones}")
+    if s.val_batches < 1:
+        p.append("schedule.val_batches must be >= 1 (early stopping needs a validation loss)")
+    if s.early_stopping_patience < 0 or s.checkpoint_every_steps < 0:
+        p.append("schedule.early_stopping_patience and checkpoint_every_steps must be >= 0")
+    if s.max_steps is not None and s.max_steps < 1:
+        p.append("schedule.max_steps must be >= 1 or null")
+    return p
+
+
+def _host_key(cfg: TrainConfig, host: str) -> str:
+    h = cfg.host_path(host)
+    return h if h in HOST_NAMES else str(Path(h).resolve())
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+__all__ = ["TrainConfig", "DataConfig", "AugmentConfig", "OptimConfig", "ScheduleConfig",
+           "ConfigError", "load_config", "config_from_dict", "validate", "DEFAULT_HELD_OUT",
+           "HOST_NAMES"]

@@ -1,0 +1,253 @@
+"""Where training patches come from: synthetic patients in real host CT, or annotated cases.
+
+* ``CaseSource``: the patients of a run, split train:val:test by patient (never by patch), and
+  ``case(patient_id) -> engine.TrainingCase`` on the canonical 1 mm grid. Synthetic patient ``i``
+  is lesions planted in host ``hosts[i % len(hosts)]`` with the generator seeded by
+  ``(seed, i)``: the same patient whoever asks. Held-out hosts are never loaded here.
+* ``PatchStream``: an endless, resumable stream of training batches. Batch ``i`` of rank ``r`` is
+  a pure function of ``(seed, r, i)``: each rank draws its own patients and patches (what a
+  ``DistributedSampler`` does for a finite data set), and ``start_batch`` resumes the stream
+  exactly, whatever the number of DataLoader workers (worker ``w`` makes batches
+  ``start + w, start + w + W, ...``, the order in which the DataLoader returns them).
+* ``validation_batches``: the fixed validation batches (no augmentation), split over ranks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .augment import augment_patch, context_size
+from .config import TrainConfig
+from .engine import TrainingCase, case_stats, to_network_input
+from .hosts import canonical_1mm, load_host
+from .patches import choose_patch_start, crop_patch, mask_to_box
+from .synthetic import plant_lesions
+
+
+@dataclass
+class Split:
+    train: list
+    val: list
+    test: list
+
+    def to_dict(self) -> dict:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+def split_patients(patients: list, fractions, seed: int) -> Split:
+    """Shuffle ``patients`` (seeded) and cut them train:val:test; val and test get at least one
+    patient each when their fraction is > 0."""
+    order = list(patients)
+    np.random.default_rng([seed, 11]).shuffle(order)
+    n = len(order)
+    n_val = max(1, int(round(fractions[1] * n))) if fractions[1] > 0 else 0
+    n_test = max(1, int(round(fractions[2] * n))) if fractions[2] > 0 else 0
+    if n - n_val - n_test < 1:
+        raise ValueError(f"{n} patients cannot be split {list(fractions)} with at least one per "
+                         "part; add patients or change data.split")
+    return Split(sorted(order[: n - n_val - n_test]), sorted(order[n - n_val - n_test: n - n_test]),
+                 sorted(order[n - n_test:]))
+
+
+class CaseSource:
+    """The patients of a run and their cases (see the module docstring)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        d = cfg.data
+        if d.source == "synthetic":
+            self.kind = "synthetic"
+            self.host_names = list(d.hosts)
+            self._hosts: dict = {}
+            self.synth = d.synthetic_config()
+            patients = list(range(d.n_patients))
+            self.description = (f"{d.n_patients} synthetic patients planted in real host CT "
+                                f"{', '.join(map(str, d.hosts))}")
+        else:
+            self.kind = "dataset"
+            from .dataset import list_cases, load_case  # interface A (training/dataset/)
+
+            self._load_case = load_case
+            self.case_dirs = {p.name: p for p in list_cases(Path(d.dataset_dir))}
+            if not self.case_dirs:
+                raise ValueError(f"no cases in {d.dataset_dir}; check it with "
+                                 "`python -m training.validate_dataset`")
+            self.patient_of = {name: _patient_id(path) for name, path in self.case_dirs.items()}
+            patients = sorted(set(self.patient_of.values()))
+            self.description = f"{len(self.case_dirs)} annotated cases of {len(patients)} patients in {d.dataset_dir}"
+        self.split = split_patients(patients, d.split, cfg.seed)
+
+    # ------------------------------------------------------------------ cases
+    def cases_of(self, patients: list) -> list:
+        """Case keys of these patients (synthetic: the patient ids themselves)."""
+        if self.kind == "synthetic":
+            return list(patients)
+        wanted = set(patients)
+        return sorted(k for k, p in self.patient_of.items() if p in wanted)
+
+    def case(self, key) -> TrainingCase:
+        if self.kind == "synthetic":
+            return self._synthetic_case(int(key))
+        return self._dataset_case(key)
+
+    def _host(self, name):
+        if name not in self._hosts:
+            self._hosts[name] = load_host(self.cfg.host_path(name), shared_data=self.cfg.shared_data_dir())
+        return self._hosts[name]
+
+    def _synthetic_case(self, i: int) -> TrainingCase:
+        host = self._host(self.host_names[i % len(self.host_names)])
+        rng = np.random.default_rng([self.cfg.seed, i])
+        image, labels, lesions = plant_lesions(host, rng=rng, config=self.synth)
+        mean, std = case_stats(image, self.cfg.preprocess)
+        return TrainingCase(f"{host.name}-{i:05d}", image, labels, lesions, host.bone, mean, std)
+
+    def _dataset_case(self, key: str) -> TrainingCase:
+        case = self._load_case(self.case_dirs[key])
+        image = canonical_1mm(case.image)
+        labels = sitk.GetArrayFromImage(sitk.Resample(
+            case.labels, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16))
+        image_hu = sitk.GetArrayFromImage(image).astype(np.float32)
+        lesions = []
+        for value in np.unique(labels):
+            if value == 0 or int(value) not in case.origins:
+                continue
+            mask = labels == value
+            lesions.append({"label": int(value), "origin": case.origins[int(value)],
+                            "bbox": mask_to_box(mask).tolist(), "n_voxels": int(mask.sum())})
+        mean, std = case_stats(image_hu, self.cfg.preprocess)
+        return TrainingCase(case.case_id, image_hu, labels, lesions, None, mean, std)
+
+    def split_record(self) -> dict:
+        """What goes into the run's ``split.json``."""
+        d = self.cfg.data
+        rec = {"source": self.kind, "description": self.description, "seed": self.cfg.seed,
+               "fractions": list(d.split), "patients": self.split.to_dict()}
+        if self.kind == "synthetic":
+            rec["hosts"] = list(d.hosts)
+            rec["held_out_hosts"] = list(d.held_out_hosts)
+            rec["patient_rule"] = ("patient i = training.synthetic.plant_lesions(host hosts[i % len(hosts)], "
+                                   "rng=numpy.random.default_rng([seed, i]), config=data.synthetic)")
+        else:
+            rec["cases"] = {part: self.cases_of(p) for part, p in self.split.to_dict().items()}
+        return rec
+
+
+def _patient_id(case_dir: Path) -> str:
+    meta = case_dir / "lesions.json"
+    if meta.is_file():
+        try:
+            return str(json.loads(meta.read_text()).get("patient_id") or case_dir.name)
+        except (OSError, ValueError):
+            pass
+    return case_dir.name
+
+
+# ----------------------------------------------------------------------------- patches
+
+
+def training_sample(case: TrainingCase, cfg: TrainConfig, rng: np.random.Generator, augment: bool):
+    """One ``(network input [1, *patch], target dict)`` from ``case``: a patch around a lesion or
+    bone (``training.patches``), augmented (``training.augment``) when ``augment``."""
+    d, a = cfg.data, cfg.augment
+    size = tuple(d.patch_size)
+    use_aug = augment and a.enabled
+    ctx = context_size(size, a.rotate_deg, a.scale[0]) if use_aug and a.p_affine > 0 else size
+    start = choose_patch_start(case.image_hu.shape, case.labels, case.lesions, size, rng,
+                               d.p_foreground, bone=case.bone, image_hu=case.image_hu)
+    start = tuple(s - (c - k) // 2 for s, c, k in zip(start, ctx, size))
+    patch, _, _, classes, masks = crop_patch(case.image_hu, case.labels, case.lesions, start, ctx,
+                                             d.min_visible_fraction)
+    aug_cfg = a if use_aug else _NO_AUGMENT
+    patch, boxes, classes, masks = augment_patch(patch, masks, classes, size, aug_cfg, rng,
+                                                 d.min_visible_fraction)
+    image = to_network_input(patch, case.mean, case.std, cfg.preprocess.hu_window)
+    target = {"boxes": torch.from_numpy(boxes).reshape(-1, 6),
+              "labels": torch.from_numpy(classes).reshape(-1),
+              "masks": torch.from_numpy(masks)}
+    return torch.from_numpy(image)[None], target
+
+
+class _NoAugment:
+    enabled, p_affine, flip_axes = False, 0.0, []
+
+
+_NO_AUGMENT = _NoAugment()
+
+
+def collate(samples) -> tuple[torch.Tensor, list[dict]]:
+    return torch.stack([s[0] for s in samples]), [s[1] for s in samples]
+
+
+class PatchStream(IterableDataset):
+    """Endless training batches of one rank (see the module docstring)."""
+
+    def __init__(self, source: CaseSource, cfg: TrainConfig, rank: int, batch_size: int,
+                 start_batch: int = 0):
+        super().__init__()
+        self.source, self.cfg, self.rank = source, cfg, rank
+        self.batch_size, self.start_batch = batch_size, start_batch
+        self.keys = source.cases_of(source.split.train)
+        self._pool: dict = {}  # slot -> (generation, case)
+
+    def batch(self, i: int) -> tuple[torch.Tensor, list[dict]]:
+        """Batch ``i`` of this rank."""
+        rng = np.random.default_rng([self.cfg.seed, self.rank, 2, i])
+        slots = self._pool_at(i)
+        return collate([training_sample(slots[int(rng.integers(len(slots)))], self.cfg, rng, True)
+                        for _ in range(self.batch_size)])
+
+    def _pool_at(self, i: int) -> list:
+        d = self.cfg.data
+        size = min(d.pool_size, len(self.keys))
+        refreshes = i // d.refresh_every  # refresh k = 1, 2, ... replaces slot (k - 1) % size
+        out = []
+        for j in range(size):
+            gen = max(0, (refreshes - j + size - 1) // size)
+            held = self._pool.get(j)
+            if held is None or held[0] != gen:
+                pick = np.random.default_rng([self.cfg.seed, self.rank, 1, j, gen]).integers(len(self.keys))
+                held = (gen, self.source.case(self.keys[int(pick)]))
+                self._pool[j] = held
+            out.append(held[1])
+        return out
+
+    def __iter__(self) -> Iterator:
+        info = get_worker_info()
+        w, n = (info.id, info.num_workers) if info is not None else (0, 1)
+        i = self.start_batch + w
+        while True:
+            yield self.batch(i)
+            i += n
+
+
+def train_loader(stream: PatchStream, num_workers: int) -> DataLoader:
+    """A DataLoader over ``stream`` (the stream makes whole batches: ``batch_size=None``)."""
+    return DataLoader(stream, batch_size=None, num_workers=num_workers,
+                      persistent_workers=False, prefetch_factor=2 if num_workers else None)
+
+
+def validation_batches(source: CaseSource, cfg: TrainConfig, batch_size: int, rank: int = 0,
+                       world: int = 1) -> Iterator[tuple[torch.Tensor, list[dict]]]:
+    """The fixed validation batches ``k = rank, rank + world, ...`` (< ``schedule.val_batches``):
+    batch ``k`` holds patches of validation patient ``k mod n``, without augmentation."""
+    keys = source.cases_of(source.split.val)
+    last = (None, None)
+    for k in range(rank, cfg.schedule.val_batches, world):
+        key = keys[k % len(keys)]
+        if last[0] != key:
+            last = (key, source.case(key))
+        rng = np.random.default_rng([cfg.seed, 3, k])
+        yield collate([training_sample(last[1], cfg, rng, False) for _ in range(batch_size)])
+
+
+__all__ = ["Split", "split_patients", "CaseSource", "PatchStream", "training_sample", "collate",
+           "train_loader", "validation_batches"]

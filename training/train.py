@@ -1,0 +1,319 @@
+"""Train the 3D Mask R-CNN with a YAML recipe (``training/configs/``); see ``docs/training.md``.
+
+    python -m training.train --config training/configs/paper.yaml [--run-dir runs/paper]
+                             [--resume RUN/last.pt] [--device auto|cpu|cuda] [--max-steps N]
+                             [--max-minutes M] [--set optim.lr=3e-4 ...] [--no-progress]
+    torchrun --nproc_per_node 4 -m training.train --config training/configs/paper.yaml
+
+An epoch is ``schedule.steps_per_epoch`` optimiser steps on random patches (``training.
+data_source``); after each epoch: validation loss on fixed validation batches, LR schedule,
+``last.pt`` (and ``best.pt`` when the validation loss improved), early stopping. A run dir that
+already holds ``last.pt`` is resumed from it. Only rank 0 writes: ``config.yaml``,
+``split.json``, ``log.jsonl`` (one JSON object per step / validation), ``loss_curve.png``,
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from BoneMetSegLib.model import MaskRCNN3D
+
+from . import distributed
+from .checkpoint import load_checkpoint, restore, save_checkpoint, unwrap
+from .config import ConfigError, TrainConfig, load_config
+from .data_source import CaseSource, PatchStream, train_loader, validation_batches
+from .engine import targets_to
+
+
+def run(cfg: TrainConfig, resume: str | Path | None = None, device: str = "auto",
+        progress: bool = True, echo=print) -> dict:
+    """Train (or resume) one run. Returns ``{"model", "history", "state", "run_dir"}``;
+    ``history`` holds this process's step records (global mean losses)."""
+    info = distributed.setup(device)
+    try:
+        return _run(cfg, info, resume, progress, echo if info.is_main else (lambda *a, **k: None))
+    finally:
+        distributed.cleanup(info)
+
+
+def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, echo) -> dict:
+    o, s = cfg.optim, cfg.schedule
+    if o.batch_size % info.world_size:
+        raise ConfigError(f"optim.batch_size {o.batch_size} is the global batch and must divide evenly "
+                          f"over the {info.world_size} ranks")
+    per_rank = o.batch_size // info.world_size
+    run_dir = cfg.resolved_run_dir()
+    device = info.device
+    amp = bool(o.amp and device.type == "cuda")
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+    model = MaskRCNN3D(cfg.model).to(device)
+    ddp = distributed.wrap(model, info, o.find_unused_parameters)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(s.lr_milestones), s.lr_gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    torch.manual_seed(cfg.seed * 1000 + 17 + info.rank)  # sampling inside the model: per rank
+
+    state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best_val_loss": math.inf, "best_epoch": None,
+             "epochs_without_improvement": 0, "finished": None}
+    ckpt_path = Path(resume) if resume else run_dir / "last.pt"
+    if resume or ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        try:
+            state.update(restore(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                 rng=info.is_main))
+        except RuntimeError as exc:
+            raise ConfigError(f"checkpoint {ckpt_path} does not fit this config's model ({str(exc)[:200]}); "
+                              "use the config it was trained with or another --run-dir") from None
+        if not info.is_main:
+            torch.manual_seed(cfg.seed * 1000 + 17 + info.rank + 7919 * state["step"])
+        echo(f"resumed from {ckpt_path}: epoch {state['epoch']}, step {state['step']}")
+    if state["finished"]:
+        echo(f"run {run_dir} already finished ({state['finished']}); nothing to do")
+        return {"model": model.eval(), "history": [], "state": state, "run_dir": run_dir}
+
+    source = CaseSource(cfg)
+    state["data"] = source.split_record()
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (run_dir / "split.json").write_text(json.dumps(state["data"], indent=1))
+    echo(f"run {run_dir}: {source.description}; split (patients) train {len(source.split.train)}, "
+         f"val {len(source.split.val)}, test {len(source.split.test)}; {info.world_size} process(es) on "
+         f"{device.type}, batch {o.batch_size} ({per_rank} per rank), mixed precision {'on' if amp else 'off'}")
+
+    stream = PatchStream(source, cfg, info.rank, per_rank, start_batch=state["step"])
+    batches = iter(train_loader(stream, cfg.data.num_workers))
+    log = _Log(run_dir / "log.jsonl", info.is_main)
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    stop = None
+
+    def save(name: str) -> None:
+        if info.is_main:
+            save_checkpoint(run_dir / name, model=model, optimizer=optimizer, scheduler=scheduler,
+                            scaler=scaler, state=state, config=cfg.to_dict())
+        distributed.barrier(info)
+
+    ddp.train()
+    while state["epoch"] < s.epochs and stop is None:
+        bar = _bar(progress and info.is_main, s.steps_per_epoch, state)
+        while state["step_in_epoch"] < s.steps_per_epoch:
+            stop = _cap_reached(s, state, t0, info)
+            if stop:
+                break
+            images, targets = next(batches)
+            record = _train_step(ddp, optimizer, scaler, images, targets, device, amp, o.grad_clip, info)
+            state["step"] += 1
+            state["step_in_epoch"] += 1
+            record.update(epoch=state["epoch"], step=state["step"], lr=optimizer.param_groups[0]["lr"],
+                          seconds=round(time.perf_counter() - t0, 2))
+            history.append(record)
+            log.write({"type": "train", **record})
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            if s.checkpoint_every_steps and state["step"] % s.checkpoint_every_steps == 0:
+                save("last.pt")
+        bar.close()
+        if stop:
+            break
+        val = validate(model, source, cfg, info, per_rank)
+        state["epoch"] += 1
+        state["step_in_epoch"] = 0
+        scheduler.step()
+        improved = val["loss"] < state["best_val_loss"] - s.early_stopping_min_delta
+        if improved:
+            state.update(best_val_loss=val["loss"], best_epoch=state["epoch"], epochs_without_improvement=0)
+        else:
+            state["epochs_without_improvement"] += 1
+        log.write({"type": "val", "epoch": state["epoch"], "step": state["step"], **val, "improved": improved})
+        echo(f"epoch {state['epoch']}/{s.epochs}: val loss {val['loss']:.4f}"
+             f"{' (best)' if improved else ''}, lr {optimizer.param_groups[0]['lr']:.2e}")
+        if s.early_stopping_patience and state["epochs_without_improvement"] >= s.early_stopping_patience:
+            state["finished"] = f"early stopping after epoch {state['epoch']}"
+        elif state["epoch"] >= s.epochs:
+            state["finished"] = f"all {s.epochs} epochs done"
+        if improved:
+            save("best.pt")
+        save("last.pt")
+        if state["finished"]:
+            echo(state["finished"])
+            break
+    if stop:
+        save("last.pt")
+        echo(f"stopped at step {state['step']} ({stop}); run again to resume from {run_dir / 'last.pt'}")
+    if info.is_main:
+        plot_losses(run_dir / "log.jsonl", run_dir / "loss_curve.png")
+        summary = {k: v for k, v in state.items() if k != "data"}
+        summary["best_val_loss"] = None if math.isinf(summary["best_val_loss"]) else summary["best_val_loss"]
+        (run_dir / "summary.json").write_text(json.dumps({**summary, "stopped": stop}, indent=1))
+    return {"model": model.eval(), "history": history, "state": state, "run_dir": run_dir}
+
+
+def _train_step(ddp, optimizer, scaler, images, targets, device, amp: bool, grad_clip: float,
+                info: distributed.DistInfo) -> dict:
+    """One optimiser step (mixed precision on CUDA); the losses averaged over the ranks."""
+    autocast = torch.autocast(device_type="cuda", dtype=torch.float16) if amp else nullcontext()
+    with autocast:
+        losses = ddp(images.to(device, non_blocking=True), targets_to(targets, device))
+    total = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(total).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(ddp.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    names = list(losses)
+    values = distributed.all_reduce_sum([float(losses[k].detach()) for k in names] + [float(total.detach())], info)
+    record = {k: v / info.world_size for k, v in zip(names + ["loss"], values)}
+    if not math.isfinite(record["loss"]):
+        raise FloatingPointError(f"non-finite training loss: {record}; lower optim.lr or check the data")
+    return record
+
+
+def validate(model, source: CaseSource, cfg: TrainConfig, info: distributed.DistInfo, batch_size: int) -> dict:
+    """Mean losses over the fixed validation batches (training-mode heads, no drop-path, no
+    gradient, a fixed sampling seed so the same weights always give the same value)."""
+    net = unwrap(model)
+    net.train()
+    net.backbone.eval()  # drop-path (and batch-norm statistics) off
+    device = info.device
+    amp = bool(cfg.optim.amp and device.type == "cuda")
+    sums: dict[str, float] = {}
+    n = 0
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed + 99)
+        for images, targets in validation_batches(source, cfg, batch_size, info.rank, info.world_size):
+            with torch.autocast(device_type="cuda", dtype=torch.float16) if amp else nullcontext():
+                losses = net(images.to(device), targets_to(targets, device))
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            sums["loss"] = sums.get("loss", 0.0) + float(sum(losses.values()))
+            n += 1
+    net.train()
+    keys = sorted(sums) if sums else ["loss"]
+    totals = distributed.all_reduce_sum([sums.get(k, 0.0) for k in keys] + [float(n)], info)
+    count = max(totals[-1], 1.0)
+    return {f"val_{k}" if k != "loss" else "loss": v / count for k, v in zip(keys, totals[:-1])}
+
+
+def _cap_reached(s, state, t0, info) -> str | None:
+    reason = None
+    if s.max_steps is not None and state["step"] >= s.max_steps:
+        reason = f"schedule.max_steps {s.max_steps} reached"
+    elif s.max_minutes is not None and time.perf_counter() - t0 > 60 * s.max_minutes:
+        reason = f"schedule.max_minutes {s.max_minutes} reached"
+    # every rank must stop at the same step (rank 0's clock decides)
+    return reason if distributed.broadcast_flag(reason is not None, info) else None
+
+
+class _Log:
+    """Append-only JSON lines (rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+def _bar(enabled: bool, total: int, state: dict):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=state["step_in_epoch"], desc=f"epoch {state['epoch'] + 1}",
+                disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+
+
+def plot_losses(log_path: Path, png_path: Path) -> Path | None:
+    """Training loss (per step and its per-epoch mean) and validation loss per epoch, as a PNG."""
+    if not Path(log_path).is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, val = {}, {}
+    for line in Path(log_path).read_text().splitlines():
+        r = json.loads(line)
+        if r["type"] == "train":
+            train[r["step"]] = (r["loss"], r["epoch"])  # a resumed run overwrites repeated steps
+        elif r["type"] == "val":
+            val[r["epoch"]] = (r["step"], r["loss"])
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    if train:
+        steps = np.array(sorted(train))
+        ax.plot(steps, [train[k][0] for k in steps], lw=0.5, alpha=0.4, color="tab:blue", label="train (step)")
+        epochs = sorted({train[k][1] for k in steps})
+        means = [(max(k for k in steps if train[k][1] == e), np.mean([train[k][0] for k in steps if train[k][1] == e]))
+                 for e in epochs]
+        ax.plot(*zip(*means), "o-", color="tab:blue", label="train (epoch mean)")
+    if val:
+        ax.plot(*zip(*[val[e] for e in sorted(val)]), "s-", color="tab:orange", label="validation")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss (sum of the five Mask R-CNN losses)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(png_path)
+    return png_path
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["optim.lr=3e-4", "data.hosts=[abdomen]"]`` -> ``{"optim.lr": 0.0003, ...}`` (YAML values)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="YAML recipe, e.g. training/configs/paper.yaml")
+    parser.add_argument("--run-dir", help="output folder (default: the config's run_dir or runs/<name>)")
+    parser.add_argument("--resume", help="checkpoint to continue from (default: RUN_DIR/last.pt if present)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (torchrun: one GPU per process)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in total (resumable)")
+    parser.add_argument("--max-minutes", type=float, help="stop after this much wall time (resumable)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="override config values")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.set)
+        if args.run_dir:
+            overrides["run_dir"] = args.run_dir
+        if args.max_steps is not None:
+            overrides["schedule.max_steps"] = args.max_steps
+        if args.max_minutes is not None:
+            overrides["schedule.max_minutes"] = args.max_minutes
+        cfg = load_config(args.config, overrides)
+        run(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"training.train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
