@@ -73,8 +73,12 @@ class CaseSource:
                                 f"{', '.join(map(str, d.hosts))}")
         else:
             self.kind = "dataset"
-            from .dataset import list_cases, load_case  # interface A (training/dataset/)
+            from .dataset import list_cases, load_case, validate_dataset  # interface A
 
+            problems = validate_dataset(Path(d.dataset_dir))
+            if problems:
+                raise ValueError(f"data set {d.dataset_dir} has {len(problems)} problem(s), fix them first:\n  "
+                                 + "\n  ".join(problems))
             self._load_case = load_case
             self.case_dirs = {p.name: p for p in list_cases(Path(d.dataset_dir))}
             if not self.case_dirs:

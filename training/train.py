@@ -30,7 +30,7 @@ import yaml
 from BoneMetSegLib.model import MaskRCNN3D
 
 from . import distributed
-from .checkpoint import load_checkpoint, restore, save_checkpoint, unwrap
+from .checkpoint import load_checkpoint, restore, save_checkpoint, set_rng_states, unwrap
 from .config import ConfigError, TrainConfig, load_config
 from .data_source import CaseSource, PatchStream, train_loader, validation_batches
 from .engine import targets_to
@@ -68,16 +68,15 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
     state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best_val_loss": math.inf, "best_epoch": None,
              "epochs_without_improvement": 0, "finished": None}
     ckpt_path = Path(resume) if resume else run_dir / "last.pt"
+    ckpt = None
     if resume or ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path)
         try:
             state.update(restore(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                 rng=info.is_main))
+                                 rng=False))
         except RuntimeError as exc:
             raise ConfigError(f"checkpoint {ckpt_path} does not fit this config's model ({str(exc)[:200]}); "
                               "use the config it was trained with or another --run-dir") from None
-        if not info.is_main:
-            torch.manual_seed(cfg.seed * 1000 + 17 + info.rank + 7919 * state["step"])
         echo(f"resumed from {ckpt_path}: epoch {state['epoch']}, step {state['step']}")
     if state["finished"]:
         echo(f"run {run_dir} already finished ({state['finished']}); nothing to do")
@@ -94,7 +93,13 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
          f"{device.type}, batch {o.batch_size} ({per_rank} per rank), mixed precision {'on' if amp else 'off'}")
 
     stream = PatchStream(source, cfg, info.rank, per_rank, start_batch=state["step"])
-    batches = iter(train_loader(stream, cfg.data.num_workers))
+    batches = iter(train_loader(stream, cfg.data.num_workers))  # draws a seed from the torch RNG
+    if ckpt is not None:  # so the RNG states are restored only now: the next step is the one that was due
+        if info.is_main:
+            set_rng_states(ckpt["rng"])
+        else:
+            torch.manual_seed(cfg.seed * 1000 + 17 + info.rank + 7919 * state["step"])
+        ckpt = None
     log = _Log(run_dir / "log.jsonl", info.is_main)
     history: list[dict] = []
     t0 = time.perf_counter()
@@ -178,6 +183,7 @@ def _train_step(ddp, optimizer, scaler, images, targets, device, amp: bool, grad
     names = list(losses)
     values = distributed.all_reduce_sum([float(losses[k].detach()) for k in names] + [float(total.detach())], info)
     record = {k: v / info.world_size for k, v in zip(names + ["loss"], values)}
+    record["rank_loss"] = float(total.detach())  # this rank's own batch
     if not math.isfinite(record["loss"]):
         raise FloatingPointError(f"non-finite training loss: {record}; lower optim.lr or check the data")
     return record

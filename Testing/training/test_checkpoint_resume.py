@@ -1,0 +1,47 @@
+"""A run stopped mid-epoch and resumed from last.pt continues exactly like an uninterrupted run."""
+
+import json
+
+import pytest
+import torch
+
+from training.checkpoint import load_checkpoint
+from training.config import REPO_ROOT, load_config
+from training.train import main, run
+
+TINY = REPO_ROOT / "training" / "configs" / "tiny.yaml"
+
+
+def _cfg(run_dir, shared_data, max_steps):
+    return load_config(TINY, {"run_dir": str(run_dir), "data.shared_data": str(shared_data),
+                              "schedule.max_steps": max_steps})
+
+
+def test_resume_continues_identically(tmp_path, shared_data):
+    whole = run(_cfg(tmp_path / "a", shared_data, 3), progress=False)
+    first = run(_cfg(tmp_path / "b", shared_data, 1), progress=False)  # stops inside epoch 1
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert (ckpt["state"]["epoch"], ckpt["state"]["step"], ckpt["state"]["step_in_epoch"]) == (0, 1, 1)
+    rest = run(_cfg(tmp_path / "b", shared_data, 3), progress=False)  # auto-resume from last.pt
+
+    assert [r["step"] for r in whole["history"]] == [1, 2, 3]
+    assert [r["step"] for r in first["history"] + rest["history"]] == [1, 2, 3]
+    for a, b in zip(whole["history"], first["history"] + rest["history"]):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6), (a, b)
+    for (name, p), q in zip(whole["model"].state_dict().items(), rest["model"].state_dict().values()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+    # the validation after epoch 1 (crossed by the resumed run) gives the same loss
+    vals = [[json.loads(x) for x in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in "ab"]
+    val_a, val_b = ([r["loss"] for r in v if r["type"] == "val"] for v in vals)
+    assert len(val_a) == len(val_b) == 1 and val_b[0] == pytest.approx(val_a[0], rel=1e-5)
+    assert rest["state"]["best_epoch"] == 1 and (tmp_path / "b" / "best.pt").is_file()
+
+
+def test_resume_refuses_what_is_not_a_checkpoint(tmp_path, capsys):
+    bogus = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, bogus)
+    assert main(["--config", str(TINY), "--run-dir", str(tmp_path / "r"), "--resume", str(bogus)]) == 2
+    assert "not a training checkpoint" in capsys.readouterr().err
+    assert main(["--config", str(TINY), "--run-dir", str(tmp_path / "r"), "--resume", str(tmp_path / "no.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,187 @@
+"""Export a training checkpoint as library weights: float16 ``.pt`` + JSON model card.
+
+    python -m training.export --checkpoint runs/paper/best.pt --out exported/bonemetseg.pt
+                              [--eval-report report.json] [--into-package] [--name N] [--version V]
+                              [--detection-threshold 0.5]
+
+The card (``docs/model_card_format.md``) carries the architecture and preprocessing of the run,
+the class names, the weights' version, a description of the training data with the synthetic-
+origin caveat, the intended use (research only, not a medical device), the detection threshold,
+evaluation figures copied from ``training.evaluate``'s JSON report, and the SHA-256 of the weights
+(``BoneMetSegLib.inference.weights.save_weights``). Files over 30 MB are refused. The export is
+loaded back (SHA-256 checked, weights fitted into the network) before it is put in place.
+``--into-package`` also writes ``BoneMetSegLib/weights/default.pt`` + ``default.json``, the
+embedded default model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from BoneMetSegLib.errors import BoneMetSegModelError
+from BoneMetSegLib.inference.model_card import card_path_for
+from BoneMetSegLib.inference.weights import default_weights_path, load_weights, save_weights
+from BoneMetSegLib.model import MaskRCNN3D, ModelConfig
+from BoneMetSegLib.preprocessing.types import PreprocessConfig
+
+from .checkpoint import load_checkpoint
+
+MAX_BYTES = 30 * 1024 * 1024
+SYNTHETIC_CAVEAT = (
+    "The lesions are synthetic: planted by training/synthetic.py in real CT bone, with synthetic "
+    "origin labels that follow the published tendency (lung: mostly lytic; other primaries: mostly "
+    "blastic or mixed). The lung-origin probability therefore says how lytic or blastic a lesion "
+    "looks, not where a real tumour came from; no figure here is a clinical performance."
+)
+INTENDED_USE = (
+    "Research use only; not a medical device. Detects bone metastases on CT and estimates whether "
+    "their primary tumour is lung cancer. Not for diagnosis or any clinical decision."
+)
+
+
+def package_weights_path() -> Path:
+    """Where ``--into-package`` writes: the library's embedded ``default.pt``."""
+    return default_weights_path()
+
+
+def build_card(ckpt: dict, name: str | None = None, version: str | None = None,
+               detection_threshold: float = 0.5, eval_report: Path | None = None) -> tuple[dict, ModelConfig]:
+    """The model card of a training checkpoint (without the file fields that saving adds)."""
+    config, state = ckpt["config"], ckpt["state"]
+    model_cfg = ModelConfig.from_dict(config["model"])
+    pre = PreprocessConfig.from_dict(config["preprocess"])
+    data = state.get("data", {})
+    synthetic = data.get("source", config["data"]["source"]) == "synthetic"
+    split = data.get("patients", {})
+    optim, sched, aug = config["optim"], config["schedule"], config["augment"]
+    training_data = {
+        "description": data.get("description", "not recorded"),
+        "split_by_patient": {k: len(v) for k, v in split.items()},
+        "held_out_hosts": data.get("held_out_hosts", []),
+        "recipe": (
+            f"AdamW lr {optim['lr']:g} (x{sched['lr_gamma']:g} after epoch(s) {sched['lr_milestones']}), "
+            f"batch {optim['batch_size']}, {sched['steps_per_epoch']} steps per epoch, up to {sched['epochs']} "
+            f"epochs with early stopping on validation loss; patches {config['data']['patch_size']}; "
+            + (f"augmentation: rotation up to {aug['rotate_deg']:g} degrees, scaling {aug['scale']}, "
+               f"flips on axes {aug['flip_axes']}" if aug["enabled"] else "no augmentation")
+        ),
+        "trained": {"epoch": state.get("epoch"), "steps": state.get("step"),
+                    "best_val_loss": _finite(state.get("best_val_loss")), "best_epoch": state.get("best_epoch"),
+                    "finished": state.get("finished")},
+        "config_name": config.get("name"),
+    }
+    if synthetic:
+        training_data["caveat"] = SYNTHETIC_CAVEAT
+    card = {
+        "name": name or f"bonemetseg-{config.get('name', 'model')}",
+        "version": version or str(config.get("version", "0.0.0")),
+        "architecture": model_cfg.to_dict(),
+        "preprocessing": pre.to_dict(),
+        "class_names": list(model_cfg.class_names),
+        "training_data": training_data,
+        "intended_use": INTENDED_USE,
+        "detection_threshold": float(detection_threshold),
+        "metrics": metrics_from_report(eval_report) if eval_report else {},
+    }
+    return card, model_cfg
+
+
+def metrics_from_report(path: Path) -> dict:
+    """The evaluation figures of a ``training.evaluate`` JSON report: its ``summary`` object if it
+    has one, else every number and small object in it (lists longer than 20 items left out)."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"evaluation report {path} cannot be read as JSON ({exc})") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"evaluation report {path} is not a JSON object")
+    figures = report["summary"] if isinstance(report.get("summary"), dict) else _small(report)
+    return {"evaluation": figures, "evaluation_report": path.name,
+            "evaluation_report_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def _finite(value):
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _small(value, limit: int = 20):
+    if isinstance(value, dict):
+        return {k: _small(v, limit) for k, v in value.items() if not (isinstance(v, list) and len(v) > limit)}
+    if isinstance(value, list):
+        return [_small(v, limit) for v in value]
+    return value
+
+
+def export(checkpoint: str | Path, out: str | Path | None = None, *, eval_report: str | Path | None = None,
+           into_package: bool = False, name: str | None = None, version: str | None = None,
+           detection_threshold: float = 0.5) -> list[Path]:
+    """Export ``checkpoint`` to ``out`` and/or the package; returns the ``.pt`` paths written."""
+    if out is None and not into_package:
+        raise ValueError("give --out DIR/name.pt, --into-package, or both")
+    ckpt = load_checkpoint(checkpoint)
+    card, model_cfg = build_card(ckpt, name, version, detection_threshold,
+                                 Path(eval_report) if eval_report else None)
+    net = MaskRCNN3D(model_cfg)
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {checkpoint}: the weights do not fit its own model config ({str(exc)[:200]})") from None
+    targets = ([Path(out)] if out else []) + ([package_weights_path()] if into_package else [])
+    written = []
+    for target in targets:
+        target = target if target.suffix == ".pt" else target.with_suffix(".pt")
+        written.append(_write_checked(net.state_dict(), card, target, model_cfg))
+    return written
+
+
+def _write_checked(state_dict, card: dict, target: Path, model_cfg: ModelConfig) -> Path:
+    """Save into a temporary folder beside ``target``, check size and round trip, then move the
+    ``.pt`` and its card into place (nothing is replaced when a check fails)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as tmp:
+        staged = Path(tmp) / target.name
+        save_weights(state_dict, card, staged, half=True)
+        size = staged.stat().st_size
+        if size > MAX_BYTES:
+            raise ValueError(f"the exported weights are {size / 2**20:.1f} MB, over the 30 MB limit; "
+                             "use a smaller model (model.backbone_size, fpn_channels) and retrain")
+        state, _ = load_weights(staged)  # sha256 verified, plain tensors only
+        MaskRCNN3D(model_cfg).load_state_dict(state)
+        os.replace(staged, target)
+        shutil.move(str(card_path_for(staged)), card_path_for(target))
+    return target
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="RUN/best.pt (or last.pt) of training.train")
+    parser.add_argument("--out", help="weights file to write (.pt; the .json card goes beside it)")
+    parser.add_argument("--eval-report", help="JSON report of training.evaluate: figures copied into the card")
+    parser.add_argument("--into-package", action="store_true",
+                        help="also write BoneMetSegLib/weights/default.pt + default.json (the embedded model)")
+    parser.add_argument("--name", help="model name (default bonemetseg-<config name>)")
+    parser.add_argument("--version", help="weights version (default: the config's version)")
+    parser.add_argument("--detection-threshold", type=float, default=0.5)
+    args = parser.parse_args(argv)
+    try:
+        paths = export(args.checkpoint, args.out, eval_report=args.eval_report, into_package=args.into_package,
+                       name=args.name, version=args.version, detection_threshold=args.detection_threshold)
+    except (ValueError, FileNotFoundError, BoneMetSegModelError) as exc:
+        print(f"training.export: error: {exc}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(f"wrote {p} ({p.stat().st_size / 2**20:.1f} MB) and {card_path_for(p).name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
