@@ -1,0 +1,1 @@
+"""The "Bone metastasis (AI)" Segment Editor effect (registered by the BoneMetSeg module at startup)."""
