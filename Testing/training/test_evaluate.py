@@ -1,0 +1,135 @@
+"""End to end: synthetic cases on the held-out real CT -> training.evaluate with the embedded model."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from BoneMetSegLib.inference.predictor import load_model
+from BoneMetSegLib.inference.weights import load_weights, save_weights
+from training.dataset import list_cases, load_case, validate_dataset
+from training.evaluate import main as evaluate_main
+from training.make_synthetic_dataset import main as make_main
+from training.metrics import detection, segmentation
+
+
+@pytest.fixture(scope="module")
+def dataset(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "data"
+    assert make_main(["--host", "heldout", "--cases", "2", "--seed", "11", "--out", str(out), "--easy",
+                      "--crop", "64", "--shared-data", str(shared_data)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(dataset, shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "report"
+    args = ["--model", "default", "--data", str(dataset), "--out", str(out), "--device", "cpu",
+            "--blds", str(shared_data / "blds-dev"), "--bootstrap", "200"]
+    assert evaluate_main(args) == 0
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_synthetic_dataset_is_valid_and_described(dataset):
+    assert validate_dataset(dataset) == []
+    meta = json.loads((dataset / "dataset.json").read_text())
+    cases = list_cases(dataset)
+    assert [c.name for c in cases] == ["ct_dicom_series-11-0000", "ct_dicom_series-11-0001"]
+    for case_dir in cases:
+        case = load_case(case_dir)
+        planted = meta["generator"]["cases"][case.case_id]
+        counts = np.bincount(case.label_array().ravel())
+        assert {p["label"]: p["origin"] for p in planted} == case.origins
+        assert [int(counts[p["label"]]) for p in planted] == [p["n_voxels"] for p in planted]
+        assert case.image.GetSize() == case.labels.GetSize() and max(case.image.GetSize()) <= 64
+
+
+def test_report_files_and_schema(report):
+    out, rep = report
+    assert sorted(p.name for p in out.iterdir()) == ["froc.png", "report.json", "report.md", "roc.png"]
+    for png in ("froc.png", "roc.png"):
+        assert mpimg.imread(str(out / png)).shape[:2] == (450, 600)
+    assert set(rep) == {"model", "settings", "data", "segmentation", "detection", "classification", "cases", "blds"}
+    assert rep["model"]["name"] and rep["model"]["detection_threshold"] == 0.5
+    assert set(rep["detection"]["sensitivity_at_fp"]) == {"0.5", "1", "2", "4"}
+    assert set(rep["classification"]) == {"lesion", "patient"}
+    text = (out / "report.md").read_text()
+    assert rep["blds"]["summary"] in text and "| ct_dicom_series-11-0000 |" in text
+
+
+def test_report_numbers_agree_with_the_data_and_metrics(report, dataset):
+    _, rep = report
+    truths = [len(set(np.unique(load_case(c).label_array())) - {0}) for c in list_cases(dataset)]
+    assert rep["data"]["n_lesions"] == sum(truths) == sum(c["n_true"] for c in rep["cases"])
+    curve = rep["detection"]["curve"]
+    for rate, value in rep["detection"]["sensitivity_at_fp"].items():
+        assert value == detection.sensitivity_at(curve, float(rate))
+    at = rep["detection"]["at_detection_threshold"]
+    assert at["hits"] == sum(c["hits"] for c in rep["cases"])
+    assert at["false_positives"] == sum(c["false_positives"] for c in rep["cases"])
+    assert curve["thresholds"][1:] == sorted(curve["thresholds"][1:], reverse=True)
+    assert min(curve["thresholds"][1:], default=0.05) >= 0.05
+    assert rep["segmentation"]["per_case_mean"]["dsc"] == pytest.approx(np.mean([c["dsc"] for c in rep["cases"]]))
+    lesion = rep["classification"]["lesion"]
+    assert lesion["n"] + lesion["n_true_lesions_not_found"] == rep["data"]["n_lesions"]
+    assert lesion["n"] == at["hits"]  # every true lesion found at the threshold gets classified
+    patient = rep["classification"]["patient"]
+    assert patient["n"] + patient["n_without_prediction"] + patient["n_mixed_truth"] == rep["data"]["n_patients"]
+
+
+def test_voxel_metrics_equal_a_run_at_the_detection_threshold(report, dataset):
+    """The report takes the lesions scoring >= the card's threshold from a low-threshold run;
+    a run at that threshold gives the same voxels."""
+    _, rep = report
+    model = load_model(None, "cpu")
+    case = load_case(list_cases(dataset)[0])
+    result = model.predict(case.image)  # the card's detection threshold
+    counts = segmentation.confusion_counts(sitk.GetArrayFromImage(result.labelmap), case.label_array())
+    row = rep["cases"][0]
+    assert row["n_predicted"] == len(result.lesions)
+    assert row["dsc"] == pytest.approx(segmentation.voxel_metrics(counts)["dsc"], nan_ok=True)
+    assert row["specificity"] == pytest.approx(segmentation.voxel_metrics(counts)["specificity"])
+
+
+def test_blds_part(report):
+    _, rep = report
+    blds = rep["blds"]
+    assert [p["patch"] for p in blds["patches"]] == ["1.nii.gz", "2.nii.gz", "3.nii.gz", "4.nii.gz"]
+    assert [p["n_true"] for p in blds["patches"]] == [1, 1, 2, 2] and blds["n_lesions"] == 6
+    found = round(detection.sensitivity_at(blds["curve"], 2.0) * 6)
+    assert blds["found_at_max_fp"] == found
+    assert blds["summary"] == f"found {found} of 6 at <= 2 FP per patch"
+    assert sum(p["hits"] for p in blds["patches"]) == blds["at_detection_threshold"]["hits"]
+
+
+def test_refuses_to_overwrite_and_invalid_data(report, dataset, tmp_path, capsys):
+    out, _ = report
+    assert evaluate_main(["--model", "default", "--data", str(dataset), "--out", str(out), "--blds", "none"]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    assert evaluate_main(["--model", "default", "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                          "--blds", "none"]) == 2
+    assert "validate_dataset" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_origin_metrics_with_every_prediction_shown(dataset, tmp_path):
+    """The embedded weights with a card threshold of 0.05 (= the evaluation's lowest score): every
+    lesion on the FROC curve is shown, so the found lesions are classified and scored per patient."""
+    state, card = load_weights(None)
+    save_weights(state, {**card, "detection_threshold": 0.05}, tmp_path / "low.pt")
+    out = tmp_path / "report"
+    assert evaluate_main(["--model", str(tmp_path / "low.pt"), "--data", str(dataset), "--out", str(out),
+                          "--blds", "none", "--bootstrap", "100", "--device", "cpu"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    curve, at = rep["detection"]["curve"], rep["detection"]["at_detection_threshold"]
+    assert at["hits"] == round(curve["sensitivity"][-1] * curve["n_truth"]) > 0
+    lesion, patient = rep["classification"]["lesion"], rep["classification"]["patient"]
+    assert lesion["n"] == at["hits"] and lesion["n_lung"] + lesion["n_other"] == lesion["n"]
+    assert lesion["tp"] + lesion["fp"] + lesion["tn"] + lesion["fn"] == lesion["n"]
+    assert patient["n_without_prediction"] == sum(c["n_predicted"] == 0 for c in rep["cases"])
+    assert rep["blds"] is None and "BLDS" not in (out / "report.md").read_text()
