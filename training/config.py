@@ -190,9 +190,37 @@ def _section(cls, values: dict, name: str, source: str):
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)} in section '{name}'; "
                           f"allowed: {sorted(allowed)}")
+    values = {k: _typed(cls, k, v, f"{source}: {name}.{k}") for k, v in values.items()}
     if hasattr(cls, "from_dict"):
         return cls.from_dict(values)
     return cls(**values)
+
+
+def _typed(cls, key: str, value, where: str):
+    """``value`` checked against the field's annotation (numbers that YAML read as strings, such
+    as ``1e-4``, are read as floats)."""
+    kind = str(next(f for f in dataclasses.fields(cls) if f.name == key).type)
+    if value is None:
+        if "None" in kind:
+            return value
+        raise ConfigError(f"{where} must be set (null is not allowed)")
+    base = kind.split("|")[0].strip()
+    if base == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if base == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where} must be an integer, not {value!r}")
+    if base == "float":
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, not {value!r}") from None
+    if base in ("list", "tuple") and not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where} must be a list, not {value!r}")
+    if base == "str" and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, not {value!r}")
+    return value
 
 
 def validate(cfg: TrainConfig) -> list[str]:

@@ -1,0 +1,94 @@
+"""training.export: checkpoint -> float16 weights + model card that the library loads."""
+
+import json
+
+import pytest
+import torch
+
+from BoneMetSegLib.errors import BoneMetSegModelError
+from BoneMetSegLib.inference.predictor import load_model
+from BoneMetSegLib.inference.weights import default_weights_path, sha256_of_file
+from BoneMetSegLib.model import MaskRCNN3D
+from training import export as export_mod
+from training.checkpoint import save_checkpoint
+from training.config import REPO_ROOT, load_config
+from training.export import main
+
+TINY = REPO_ROOT / "training" / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A training checkpoint of the tiny model (random weights: export does not care)."""
+    cfg = load_config(TINY)
+    torch.manual_seed(1)
+    model = MaskRCNN3D(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [40])
+    state = {"epoch": 3, "step": 30, "step_in_epoch": 0, "best_val_loss": 1.25, "best_epoch": 3,
+             "finished": None, "data": {"source": "synthetic", "description": "6 synthetic patients in abdomen",
+                                        "patients": {"train": [0, 1, 2, 3], "val": [4], "test": [5]},
+                                        "held_out_hosts": ["totalsegmentator-example/ct_dicom_series"]}}
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    save_checkpoint(path, model=model, optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler("cuda", enabled=False),
+                    state=state, config=cfg.to_dict())
+    return path, model.state_dict()
+
+
+def test_export_round_trip(checkpoint, tmp_path):
+    ckpt, weights = checkpoint
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"summary": {"dsc": 0.42, "lesion_sensitivity_at_1fp": 0.5},
+                                  "lesions": [{"id": i} for i in range(100)]}))
+    out = tmp_path / "models" / "tiny.pt"
+    assert main(["--checkpoint", str(ckpt), "--out", str(out), "--eval-report", str(report),
+                 "--version", "9.9.9"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["sha256"] == sha256_of_file(out) and card["weights_dtype"] == "float16"
+    assert card["version"] == "9.9.9" and card["class_names"] == ["background", "lung", "other"]
+    assert "synthetic" in card["training_data"]["caveat"] and "not a medical device" in card["intended_use"]
+    assert card["training_data"]["split_by_patient"] == {"train": 4, "val": 1, "test": 1}
+    assert card["metrics"]["evaluation"] == {"dsc": 0.42, "lesion_sensitivity_at_1fp": 0.5}
+    assert card["detection_threshold"] == 0.5 and card["architecture"]["fpn_channels"] == 16
+
+    predictor = load_model(out, device="cpu")  # sha256 checked, architecture rebuilt from the card
+    loaded = predictor.net.state_dict()
+    assert loaded.keys() == weights.keys()
+    for name, value in weights.items():  # float16 on disk, float32 again when loaded
+        torch.testing.assert_close(loaded[name], value.half().float() if value.is_floating_point() else value)
+
+    data = bytearray(out.read_bytes())  # tampering is refused
+    data[len(data) // 2] ^= 0xFF
+    out.write_bytes(bytes(data))
+    with pytest.raises(BoneMetSegModelError, match="does not match its model card"):
+        load_model(out, device="cpu")
+
+
+def test_export_refuses_oversized_weights_and_leaves_nothing(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(export_mod, "MAX_BYTES", 1_000_000)
+    out = tmp_path / "big.pt"
+    assert main(["--checkpoint", str(checkpoint[0]), "--out", str(out)]) == 2
+    assert "over the 30 MB limit" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_into_package_writes_default_weights_atomically(checkpoint, tmp_path, monkeypatch):
+    real = default_weights_path()
+    real_sha = sha256_of_file(real) if real.is_file() else None
+    target = tmp_path / "weights" / "default.pt"
+    monkeypatch.setattr(export_mod, "package_weights_path", lambda: target)
+    assert main(["--checkpoint", str(checkpoint[0]), "--into-package"]) == 0
+    card = json.loads(target.with_suffix(".json").read_text())
+    assert card["weights_file"] == "default.pt" and card["name"] == "bonemetseg-tiny"
+    assert load_model(target, device="cpu") is not None
+    assert sorted(p.name for p in target.parent.iterdir()) == ["default.json", "default.pt"]  # no temp files
+    assert (sha256_of_file(real) if real.is_file() else None) == real_sha  # the real package is untouched
+
+
+def test_export_needs_a_target_and_a_training_checkpoint(checkpoint, tmp_path, capsys):
+    assert main(["--checkpoint", str(checkpoint[0])]) == 2
+    assert "--out" in capsys.readouterr().err
+    weights_only = tmp_path / "w.pt"
+    torch.save({"a": torch.zeros(1)}, weights_only)
+    assert main(["--checkpoint", str(weights_only), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "not a training checkpoint" in capsys.readouterr().err

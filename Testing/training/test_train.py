@@ -1,0 +1,88 @@
+"""training.train: the recipe configs, config errors, the patient split, and one real CPU run."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from BoneMetSegLib.model import MaskRCNN3D
+from training.checkpoint import load_checkpoint
+from training.config import REPO_ROOT, ConfigError, config_from_dict, load_config
+from training.data_source import split_patients
+from training.train import main
+
+CONFIGS = REPO_ROOT / "training" / "configs"
+
+
+def test_paper_config_is_the_papers_recipe():
+    cfg = load_config(CONFIGS / "paper.yaml")
+    o, s, a, d = cfg.optim, cfg.schedule, cfg.augment, cfg.data
+    assert (o.name, o.lr, o.batch_size, o.amp) == ("adamw", 1e-4, 8, True)
+    assert (s.epochs, s.lr_milestones, s.lr_gamma) == (50, [40], 0.1) and s.early_stopping_patience > 0
+    assert (a.enabled, a.rotate_deg, a.scale, sorted(a.flip_axes)) == (True, 15, [0.8, 1.2], [0, 1, 2])
+    assert d.split == [0.70, 0.15, 0.15]
+    held_out = [cfg.host_path(h) for h in d.held_out_hosts]
+    assert held_out == [str(cfg.shared_data_dir() / "totalsegmentator-example" / "ct_dicom_series")]
+    assert not set(held_out) & {cfg.host_path(h) for h in d.hosts}
+    cpu = load_config(CONFIGS / "cpu.yaml")
+    assert cpu.optim.amp is False and cpu.schedule.max_minutes < 120
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"optim": {"lr_rate": 1}}, ["unknown key", "lr_rate", "optim"]),
+    ({"data": {"hosts": ["abdomen", "totalsegmentator-example/ct_dicom_series"]}}, ["held_out_hosts", "never"]),
+    ({"data": {"split": [0.8, 0.15, 0.15]}}, ["data.split", "summing to 1"]),
+    ({"augment": {"scale": [1.2, 0.8]}}, ["augment.scale"]),
+    ({"data": {"source": "dataset"}}, ["dataset_dir"]),
+    ({"optimizer": {}}, ["unknown top-level"]),
+    ({"optim": {"batch_size": 2.5}}, ["optim.batch_size", "integer"]),
+    ({"optim": {"amp": "yes"}}, ["optim.amp", "true or false"]),
+])
+def test_config_errors_say_what_is_wrong(raw, words):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_numbers_that_yaml_reads_as_strings_are_numbers():
+    assert config_from_dict({"optim": {"lr": "1e-4"}}).optim.lr == 1e-4
+
+
+def test_split_by_patient_is_disjoint_and_complete():
+    split = split_patients(list(range(40)), [0.7, 0.15, 0.15], seed=3)
+    parts = [set(split.train), set(split.val), set(split.test)]
+    assert [len(p) for p in parts] == [28, 6, 6]
+    assert set.union(*parts) == set(range(40)) and sum(len(p) for p in parts) == 40
+    assert split_patients(list(range(40)), [0.7, 0.15, 0.15], seed=4).val != split.val
+
+
+def test_one_real_training_run_with_early_stopping(tmp_path, shared_data):
+    run_dir = tmp_path / "run"
+    # every validation after the first counts as "no better": early stopping after epoch 2 of 3
+    rc = main(["--config", str(CONFIGS / "tiny.yaml"), "--run-dir", str(run_dir), "--no-progress", "--set",
+               f"data.shared_data={shared_data}", "schedule.epochs=3", "schedule.steps_per_epoch=1",
+               "schedule.early_stopping_patience=1", "schedule.early_stopping_min_delta=1e9"])
+    assert rc == 0
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["type"] == "train"]
+    assert [r["step"] for r in train] == [1, 2] and all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in train)
+    assert [r["improved"] for r in log if r["type"] == "val"] == [True, False]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["finished"] == "early stopping after epoch 2" and summary["best_epoch"] == 1
+    assert (run_dir / "loss_curve.png").stat().st_size > 5000
+    split = json.loads((run_dir / "split.json").read_text())
+    assert split["held_out_hosts"] and not set(split["held_out_hosts"]) & set(split["hosts"])
+    assert not set(split["patients"]["train"]) & (set(split["patients"]["val"]) | set(split["patients"]["test"]))
+
+    # the optimiser really changed the weights; best.pt holds epoch 1, last.pt epoch 2
+    last, best = load_checkpoint(run_dir / "last.pt"), load_checkpoint(run_dir / "best.pt")
+    assert (last["state"]["epoch"], best["state"]["epoch"]) == (2, 1)
+    torch.manual_seed(0)
+    init = MaskRCNN3D(load_config(CONFIGS / "tiny.yaml").model).state_dict()
+    changed = [k for k, v in last["model"].items() if v.is_floating_point() and not torch.equal(v, init[k])]
+    assert len(changed) > 0.5 * len(init)
+    # a finished run is not trained again
+    assert main(["--config", str(CONFIGS / "tiny.yaml"), "--run-dir", str(run_dir), "--no-progress",
+                 "--set", f"data.shared_data={shared_data}"]) == 0
+    assert len((run_dir / "log.jsonl").read_text().splitlines()) == len(log)
