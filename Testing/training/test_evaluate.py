@@ -38,7 +38,8 @@ def test_synthetic_dataset_is_valid_and_described(dataset):
     assert validate_dataset(dataset) == []
     meta = json.loads((dataset / "dataset.json").read_text())
     cases = list_cases(dataset)
-    assert [c.name for c in cases] == ["ct_dicom_series-11-0000", "ct_dicom_series-11-0001"]
+    host = meta["generator"]["host"]
+    assert [c.name for c in cases] == [f"{host}-11-0000", f"{host}-11-0001"]
     for case_dir in cases:
         case = load_case(case_dir)
         planted = meta["generator"]["cases"][case.case_id]
@@ -58,7 +59,7 @@ def test_report_files_and_schema(report):
     assert set(rep["detection"]["sensitivity_at_fp"]) == {"0.5", "1", "2", "4"}
     assert set(rep["classification"]) == {"lesion", "patient"}
     text = (out / "report.md").read_text()
-    assert rep["blds"]["summary"] in text and "| ct_dicom_series-11-0000 |" in text
+    assert rep["blds"]["summary"] in text and f"| {rep['cases'][0]['case_id']} |" in text
 
 
 def test_report_numbers_agree_with_the_data_and_metrics(report, dataset):
