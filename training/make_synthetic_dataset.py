@@ -4,7 +4,8 @@
 
 ``NAME``: a host of ``training.hosts.load_host`` ("abdomen", "chest", "lumbar", a CT file or
 DICOM folder), or "heldout": the TotalSegmentator DICOM series
-(``shared/data/totalsegmentator-example/ct_dicom_series``), the real CT kept out of training.
+(``shared/data/totalsegmentator-example/ct_dicom_series``), the real CT kept out of training
+(with its bone labels where ``training.hosts`` has ``load_dicom_host``).
 Case ``i`` is one synthetic patient (``training.synthetic.plant_lesions``) drawn with the seed
 ``(S, i)``, so a case does not depend on how many others are made. ``--crop MM`` cuts each case
 to a cube of that size around a random bone voxel (small cases for tests and quick checks).
@@ -24,7 +25,8 @@ from BoneMetSegLib.io.atomic import atomic_write
 
 from .dataset import write_case
 from .dataset.format import DATASET_JSON
-from .hosts import Host, load_host
+from . import hosts
+from .hosts import Host
 from .synthetic import SyntheticConfig, plant_lesions
 
 HELD_OUT = "heldout"
@@ -34,10 +36,14 @@ MAX_DRAWS = 10  # a crop without room for a lesion is drawn again
 
 
 def resolve_host(name: str, shared_data: Path) -> Host:
-    """``load_host`` plus the "heldout" alias."""
+    """``load_host`` plus the "heldout" alias: the labelled DICOM host of ``training.hosts``
+    (``load_dicom_host``) where it exists, else the DICOM series as a generic threshold host."""
     if name == HELD_OUT:
-        return load_host(Path(shared_data).joinpath(*HELD_OUT_PATH))
-    return load_host(name, shared_data=Path(shared_data))
+        labelled = getattr(hosts, "load_dicom_host", None)
+        if labelled is not None:
+            return labelled(Path(shared_data))
+        return hosts.load_host(Path(shared_data).joinpath(*HELD_OUT_PATH))
+    return hosts.load_host(name, shared_data=Path(shared_data))
 
 
 def make_case(host: Host, seed: int, index: int, config: SyntheticConfig, crop_mm: int | None = None):
@@ -45,7 +51,7 @@ def make_case(host: Host, seed: int, index: int, config: SyntheticConfig, crop_m
     labels with the host's (or the crop's) 1 mm geometry, and the planted lesion dicts."""
     rng = np.random.default_rng((seed, index))
     for _ in range(MAX_DRAWS):
-        where = host if crop_mm is None else _random_crop(host, int(crop_mm), rng)
+        where = host if crop_mm is None else _random_crop(host, int(crop_mm), config, rng)
         image_hu, labels, lesions = plant_lesions(where, rng=rng, config=config)
         if lesions:
             image = sitk.GetImageFromArray(np.clip(np.round(image_hu), -32768, 32767).astype(np.int16))
@@ -81,8 +87,12 @@ def make_dataset(host: Host, n_cases: int, seed: int, out: Path, config: Synthet
     return written
 
 
-def _random_crop(host: Host, size: int, rng: np.random.Generator) -> Host:
-    flat = np.flatnonzero(host.bone)
+def _random_crop(host: Host, size: int, config: SyntheticConfig, rng: np.random.Generator) -> Host:
+    """A ``size``^3 sub-host centred on a random voxel of a site the config plants lesions in."""
+    sites = [s for s in host.sites_present() if config.site_weights.get(s, 0.0) > 0]
+    if not sites:
+        raise ValueError(f"host '{host.name}' has no bone in any site of the generator's site_weights")
+    flat = np.concatenate([host.site_voxels(s) for s in sites])
     centre = np.unravel_index(flat[rng.integers(flat.size)], host.shape)
     start = [int(np.clip(c - size // 2, 0, max(0, n - size))) for c, n in zip(centre, host.shape)]
     return host.crop(tuple(start), (size, size, size))
