@@ -207,6 +207,14 @@ def test_segment_without_origin_tag(tmp_path, real_ct):
         load_case(folder)
 
 
+def test_segment_with_a_bad_origin_or_without_voxels(tmp_path, real_ct):
+    labels = two_lesions(real_ct)
+    folder = seg_case(tmp_path, real_ct, [{ORIGIN_TAG: "breast"}, {ORIGIN_TAG: "other"}],
+                      masks=[labels == 1, np.zeros_like(labels, bool)])
+    assert problems_of(folder) == ["segcase: segment 'Lesion 1' has origin 'breast', not one of lung, other",
+                                   "segcase: segment 'Lesion 2' has no voxels"]
+
+
 def test_overlapping_segments(tmp_path, real_ct):
     labels = two_lesions(real_ct)
     big = labels == 1
