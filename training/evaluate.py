@@ -194,6 +194,10 @@ def run(model_arg: str, data_dir: Path, out_dir: Path, blds_dir: Path | None, de
     return report
 
 
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="weights .pt, or 'default' for the embedded model")
@@ -218,9 +222,9 @@ def main(argv=None) -> int:
     except BoneMetSegError as exc:
         print(f"evaluate: error: {exc}", file=sys.stderr)
         return 2
-    det = report["detection"]["sensitivity_at_fp"]
-    print(f"wrote {args.out}/report.md: DSC {report['segmentation']['per_case_mean']['dsc']}, "
-          f"sensitivity at 1 FP/case {det['1']}" + (f", BLDS {report['blds']['summary']}" if report["blds"] else ""))
+    dsc, sens = report["segmentation"]["per_case_mean"]["dsc"], report["detection"]["sensitivity_at_fp"]["1"]
+    print(f"wrote {args.out}/report.md: DSC {_fmt(dsc)}, sensitivity at 1 FP/case {_fmt(sens)}"
+          + (f", BLDS {report['blds']['summary']}" if report["blds"] else ""))
     return 0
 
 
