@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from BoneMetSegLogic import dependencies as deps  # BoneMetSeg/ is on sys.path (conftest.py)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "BoneMetSeg"))
-from BoneMetSegLogic import dependencies as deps  # noqa: E402
 
 
 def test_requirements_are_the_projects_dependencies():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from BoneMetSegLogic import model_card_text as mct  # BoneMetSeg/ is on sys.path (conftest.py)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "BoneMetSeg"))
-from BoneMetSegLogic import model_card_text as mct  # noqa: E402
 
 
 def test_embedded_card_is_the_librarys():

@@ -7,7 +7,6 @@ import ast
 import json
 import re
 import struct
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -20,12 +19,11 @@ UI_FILE = MODULE_DIR / "Resources" / "UI" / "BoneMetSeg.ui"
 WIDGET_FILE = MODULE_DIR / "BoneMetSeg.py"
 EFFECT_FILE = MODULE_DIR / "SegmentEditorBoneMetSegLib" / "SegmentEditorEffect.py"
 ICONS = [REPO_ROOT / "Resources" / "Icons" / "BoneMetSeg.png", MODULE_DIR / "Resources" / "Icons" / "BoneMetSeg.png"]
-sys.path.insert(0, str(MODULE_DIR))
 
 # Interface C (INTERFACES.md): what the Qt code may call on the Logic and on a run.
 LOGIC_METHODS = {"start", "load_results", "is_edited", "rescore_edited", "add_lesion_at_point",
                  "patient_summary", "lesion_center_ras", "export_training_case"}
-RUN_METHODS = {"poll", "cancel", "wait"}
+RUN_METHODS = {"poll", "cancel", "wait", "cleanup"}  # cleanup: SegmentationRun's addition (temp folder)
 
 # Widget-name suffix -> the classes that name may have.
 NAME_CLASSES = {
