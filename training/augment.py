@@ -85,12 +85,12 @@ def augment_patch(
     if cfg.enabled and rng.random() < cfg.p_affine:
         params = draw_affine(rng, cfg.rotate_deg, cfg.scale)
         patch, new_masks = apply_affine(image_hu, masks, params, patch_size)
-        expected = masks.reshape(len(masks), -1).sum(1) * params.scale**3
+        expected = masks.sum(axis=(1, 2, 3)) * params.scale**3
     else:
         sl = centre_slices(image_hu.shape, patch_size)
         patch, new_masks = image_hu[sl], masks[(slice(None), *sl)]
-        expected = masks.reshape(len(masks), -1).sum(1).astype(float)
-    counts = new_masks.reshape(len(new_masks), -1).sum(1)
+        expected = masks.sum(axis=(1, 2, 3)).astype(float)
+    counts = new_masks.sum(axis=(1, 2, 3))
     keep = (counts >= min_voxels) & (counts >= min_visible_fraction * expected)
     new_masks, classes = new_masks[keep], classes[keep]
     if cfg.enabled and cfg.flip_axes:

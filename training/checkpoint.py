@@ -22,6 +22,10 @@ from BoneMetSegLib.io.atomic import atomic_write
 FORMAT = "bonemetseg-train-checkpoint-1"
 
 
+class CheckpointError(ValueError):
+    """A file that is not a readable training checkpoint."""
+
+
 def rng_states() -> dict:
     states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -64,9 +68,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # truncated or not a torch file
-        raise ValueError(f"checkpoint {path} cannot be read ({exc}); use another checkpoint") from None
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc}); use another checkpoint") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a training checkpoint of training.train (format {FORMAT}); "
+        raise CheckpointError(f"{path} is not a training checkpoint of training.train (format {FORMAT}); "
                          "exported weights (.pt + .json) cannot be resumed")
     return ckpt
 
@@ -90,4 +94,4 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "restore", "rng_states", "set_rng_states", "unwrap", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "restore", "rng_states", "set_rng_states", "unwrap", "FORMAT"]

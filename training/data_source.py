@@ -32,6 +32,10 @@ from .patches import choose_patch_start, crop_patch, mask_to_box
 from .synthetic import plant_lesions
 
 
+class DataSourceError(ValueError):
+    """The configured data cannot be used (empty or invalid data set, too few patients)."""
+
+
 @dataclass
 class Split:
     train: list
@@ -51,7 +55,7 @@ def split_patients(patients: list, fractions, seed: int) -> Split:
     n_val = max(1, int(round(fractions[1] * n))) if fractions[1] > 0 else 0
     n_test = max(1, int(round(fractions[2] * n))) if fractions[2] > 0 else 0
     if n - n_val - n_test < 1:
-        raise ValueError(f"{n} patients cannot be split {list(fractions)} with at least one per "
+        raise DataSourceError(f"{n} patients cannot be split {list(fractions)} with at least one per "
                          "part; add patients or change data.split")
     return Split(sorted(order[: n - n_val - n_test]), sorted(order[n - n_val - n_test: n - n_test]),
                  sorted(order[n - n_test:]))
@@ -77,12 +81,12 @@ class CaseSource:
 
             problems = validate_dataset(Path(d.dataset_dir))
             if problems:
-                raise ValueError(f"data set {d.dataset_dir} has {len(problems)} problem(s), fix them first:\n  "
+                raise DataSourceError(f"data set {d.dataset_dir} has {len(problems)} problem(s), fix them first:\n  "
                                  + "\n  ".join(problems))
             self._load_case = load_case
             self.case_dirs = {p.name: p for p in list_cases(Path(d.dataset_dir))}
             if not self.case_dirs:
-                raise ValueError(f"no cases in {d.dataset_dir}; check it with "
+                raise DataSourceError(f"no cases in {d.dataset_dir}; check it with "
                                  "`python -m training.validate_dataset`")
             self.patient_of = {name: _patient_id(path) for name, path in self.case_dirs.items()}
             patients = sorted(set(self.patient_of.values()))
@@ -253,5 +257,5 @@ def validation_batches(source: CaseSource, cfg: TrainConfig, batch_size: int, ra
         yield collate([training_sample(last[1], cfg, rng, False) for _ in range(batch_size)])
 
 
-__all__ = ["Split", "split_patients", "CaseSource", "PatchStream", "training_sample", "collate",
+__all__ = ["DataSourceError", "Split", "split_patients", "CaseSource", "PatchStream", "training_sample", "collate",
            "train_loader", "validation_batches"]

@@ -32,7 +32,7 @@ from BoneMetSegLib.inference.weights import default_weights_path, load_weights, 
 from BoneMetSegLib.model import MaskRCNN3D, ModelConfig
 from BoneMetSegLib.preprocessing.types import PreprocessConfig
 
-from .checkpoint import load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint
 
 MAX_BYTES = 30 * 1024 * 1024
 SYNTHETIC_CAVEAT = (
@@ -45,6 +45,10 @@ INTENDED_USE = (
     "Research use only; not a medical device. Detects bone metastases on CT and estimates whether "
     "their primary tumour is lung cancer. Not for diagnosis or any clinical decision."
 )
+
+
+class ExportError(ValueError):
+    """The export cannot be done as asked (too large, no target, unreadable report...)."""
 
 
 def package_weights_path() -> Path:
@@ -101,9 +105,9 @@ def metrics_from_report(path: Path) -> dict:
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"evaluation report {path} cannot be read as JSON ({exc})") from None
+        raise ExportError(f"evaluation report {path} cannot be read as JSON ({exc})") from None
     if not isinstance(report, dict):
-        raise ValueError(f"evaluation report {path} is not a JSON object")
+        raise ExportError(f"evaluation report {path} is not a JSON object")
     figures = report["summary"] if isinstance(report.get("summary"), dict) else _small(report)
     return {"evaluation": figures, "evaluation_report": path.name,
             "evaluation_report_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
@@ -126,7 +130,7 @@ def export(checkpoint: str | Path, out: str | Path | None = None, *, eval_report
            detection_threshold: float = 0.5) -> list[Path]:
     """Export ``checkpoint`` to ``out`` and/or the package; returns the ``.pt`` paths written."""
     if out is None and not into_package:
-        raise ValueError("give --out DIR/name.pt, --into-package, or both")
+        raise ExportError("give --out DIR/name.pt, --into-package, or both")
     ckpt = load_checkpoint(checkpoint)
     card, model_cfg = build_card(ckpt, name, version, detection_threshold,
                                  Path(eval_report) if eval_report else None)
@@ -134,7 +138,7 @@ def export(checkpoint: str | Path, out: str | Path | None = None, *, eval_report
     try:
         net.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise ValueError(f"checkpoint {checkpoint}: the weights do not fit its own model config ({str(exc)[:200]})") from None
+        raise ExportError(f"checkpoint {checkpoint}: the weights do not fit its own model config ({str(exc)[:200]})") from None
     targets = ([Path(out)] if out else []) + ([package_weights_path()] if into_package else [])
     written = []
     for target in targets:
@@ -152,7 +156,7 @@ def _write_checked(state_dict, card: dict, target: Path, model_cfg: ModelConfig)
         save_weights(state_dict, card, staged, half=True)
         size = staged.stat().st_size
         if size > MAX_BYTES:
-            raise ValueError(f"the exported weights are {size / 2**20:.1f} MB, over the 30 MB limit; "
+            raise ExportError(f"the exported weights are {size / 2**20:.1f} MB, over the 30 MB limit; "
                              "use a smaller model (model.backbone_size, fpn_channels) and retrain")
         state, _ = load_weights(staged)  # sha256 verified, plain tensors only
         MaskRCNN3D(model_cfg).load_state_dict(state)
@@ -175,7 +179,7 @@ def main(argv=None) -> int:
     try:
         paths = export(args.checkpoint, args.out, eval_report=args.eval_report, into_package=args.into_package,
                        name=args.name, version=args.version, detection_threshold=args.detection_threshold)
-    except (ValueError, FileNotFoundError, BoneMetSegModelError) as exc:
+    except (ExportError, CheckpointError, FileNotFoundError, BoneMetSegModelError) as exc:
         print(f"training.export: error: {exc}", file=sys.stderr)
         return 2
     for p in paths:

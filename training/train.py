@@ -30,9 +30,9 @@ import yaml
 from BoneMetSegLib.model import MaskRCNN3D
 
 from . import distributed
-from .checkpoint import load_checkpoint, restore, save_checkpoint, set_rng_states, unwrap
+from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint, set_rng_states, unwrap
 from .config import ConfigError, TrainConfig, load_config
-from .data_source import CaseSource, PatchStream, train_loader, validation_batches
+from .data_source import CaseSource, DataSourceError, PatchStream, train_loader, validation_batches
 from .engine import targets_to
 
 
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
             overrides["schedule.max_minutes"] = args.max_minutes
         cfg = load_config(args.config, overrides)
         run(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, CheckpointError, DataSourceError, FileNotFoundError) as exc:
         print(f"training.train: error: {exc}", file=sys.stderr)
         return 2
     return 0
