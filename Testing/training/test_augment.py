@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from training.augment import apply_affine, augment_patch, context_size, draw_affine, AffineParams
-from training.config import AugmentConfig
+from training.augment import AffineParams, apply_affine, augment_patch, context_size, draw_affine
+from training.config import AugmentConfig, config_from_dict
 from training.data_source import training_sample
-from training.config import config_from_dict
 from training.engine import TrainingCase
 from training.patches import mask_to_box
 

@@ -3,14 +3,17 @@
 import json
 import math
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from BoneMetSegLib.model import MaskRCNN3D
 from training.checkpoint import load_checkpoint
 from training.config import REPO_ROOT, ConfigError, config_from_dict, load_config
-from training.data_source import split_patients
-from training.train import main
+from training.data_source import DataSourceError, split_patients
+from training.dataset import write_case
+from training.train import main, run
 
 CONFIGS = REPO_ROOT / "training" / "configs"
 
@@ -86,3 +89,31 @@ def test_one_real_training_run_with_early_stopping(tmp_path, shared_data):
     assert main(["--config", str(CONFIGS / "tiny.yaml"), "--run-dir", str(run_dir), "--no-progress",
                  "--set", f"data.shared_data={shared_data}"]) == 0
     assert len((run_dir / "log.jsonl").read_text().splitlines()) == len(log)
+
+
+def test_training_on_an_annotated_data_set(tmp_path):
+    """``data.source: dataset``: cases in format A (training/dataset), split by patient_id."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "cases"
+    for i, patient in enumerate(["p1", "p1", "p2", "p3"]):
+        hu = (rng.normal(0, 10, (56, 60, 64)) - 100).astype(np.int16)
+        hu[8:48, 10:50, 12:52] = 500  # a bone block ...
+        labels = np.zeros(hu.shape, np.uint16)
+        labels[20:32, 22:36, 24:38] = 1  # ... holding one lytic lesion
+        hu[labels == 1] = 40
+        image = sitk.GetImageFromArray(hu)
+        image.SetSpacing((1.0, 1.0, 1.5))
+        write_case(data, f"case{i}", image, labels, {1: "lung" if i % 2 else "other"}, patient_id=patient)
+    cfg = load_config(CONFIGS / "tiny.yaml", {"run_dir": str(tmp_path / "run"), "schedule.max_steps": 1,
+                                             "data.source": "dataset", "data.dataset_dir": str(data)})
+    result = run(cfg, progress=False)
+    assert len(result["history"]) == 1 and math.isfinite(result["history"][0]["loss"])
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert sorted(split["patients"]["train"] + split["patients"]["val"] + split["patients"]["test"]) == ["p1", "p2", "p3"]
+    p1_part = [part for part, ids in split["patients"].items() if "p1" in ids][0]
+    assert split["cases"][p1_part][:2] == ["case0", "case1"]  # a patient's cases stay together
+
+    (data / "case3" / "lesions.json").write_text("{}")  # a broken case: refused before training
+    cfg.run_dir = str(tmp_path / "run2")
+    with pytest.raises(DataSourceError, match="problem"):
+        run(cfg, progress=False)
