@@ -34,7 +34,7 @@ from BoneMetSegLogic import BoneMetSegLogic, EditedSegmentationError, RunOptions
 from BoneMetSegLogic import dependencies
 from BoneMetSegLogic.model_card_text import model_card_html
 from BoneMetSegLogic.segments import get_tag
-from BoneMetSegLogic.types import REF_TABLE, TABLE_COLUMNS, TAG_ORIGIN
+from BoneMetSegLogic.types import REF_TABLE, REF_VOLUME, TABLE_COLUMNS, TAG_ORIGIN
 
 MODULE_NAME = "BoneMetSeg"
 EFFECT_FOLDER = "SegmentEditorBoneMetSegLib"
@@ -654,10 +654,14 @@ class BoneMetSegTest(ScriptedLoadableModuleTest):
         nSegments = segmentation.GetSegmentation().GetNumberOfSegments()
         self.assertEqual(table.GetNumberOfRows(), nSegments)
         self.assertEqual(logic.patient_summary(segmentation)["n_lesions"], nSegments)
-        self.assertIs(widget.ui.lesionTableView.mrmlTableNode(), table)
+        self.assertEqual(widget.ui.lesionTableView.mrmlTableNode().GetID(), table.GetID())
+        self.assertEqual(segmentation.GetNodeReferenceID(REF_VOLUME), volume.GetID())
         for index in range(nSegments):
             segment = segmentation.GetSegmentation().GetNthSegment(index)
             self.assertTrue(segment.GetName().startswith("Lesion "))
+            for key in ("BoneMetSeg.DetectionScore", "BoneMetSeg.LungOriginProbability", "BoneMetSeg.PredictedOrigin",
+                        "DICOM.SegmentAlgorithmType", "DICOM.SegmentAlgorithmName"):
+                self.assertTrue(segment.HasTag(key), f"{segment.GetName()} has no tag {key}")
         self.assertFalse(logic.is_edited(segmentation))
 
         self.delayDisplay("Edit: add a lesion by hand and re-score it")
