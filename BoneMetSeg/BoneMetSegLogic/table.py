@@ -91,7 +91,10 @@ def fill_table(table_node, segmentation_node) -> None:
                 columns[name].InsertNextValue(value)
     for name in TABLE_COLUMNS:
         table.AddColumn(columns[name])
-    table_node.SetUseColumnNameAsColumnHeader(True)
+    if hasattr(table_node, "SetUseColumnTitleAsColumnHeader"):  # Slicer >= 5.x renamed it
+        table_node.SetUseColumnTitleAsColumnHeader(True)
+    else:
+        table_node.SetUseColumnNameAsColumnHeader(True)
     store_summary(patient_summary(segmentation_node), table_node, segmentation_node)
     table.Modified()
     table_node.EndModify(was_modifying)

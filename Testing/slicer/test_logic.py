@@ -344,3 +344,35 @@ def test_a_failing_run_reports_the_cli_error(scene):
         run.cleanup()
     with pytest.raises(ValueError, match="CT volume"):
         logic.start(scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode"), RunOptions())
+
+
+def test_click_outside_the_image_is_a_clear_error(loaded):
+    from BoneMetSegLogic import BoneMetSegRunError, RunOptions
+
+    logic, seg, n = loaded["logic"], loaded["seg"], loaded["seg"].GetSegmentation().GetNumberOfSegments()
+    with pytest.raises(BoneMetSegRunError, match=r"^bonemetseg: error: The point \(-0.0, -0.0, 5000.0\) \(LPS mm\) lies outside"):
+        logic.add_lesion_at_point(loaded["volume"], seg, loaded["table"], (0.0, 0.0, 5000.0), RunOptions(device="cpu"))
+    assert seg.GetSegmentation().GetNumberOfSegments() == n
+
+
+def test_click_on_a_detected_lesion_adds_the_next_lesion_there(loaded):
+    """The click-to-add path on a lesion this model does detect (the planted one: test_click_to_add.py)."""
+    from BoneMetSegLogic import RunOptions
+
+    logic, seg, table, report = loaded["logic"], loaded["seg"], loaded["table"], loaded["report"]
+    first = report["lesions"][0]
+    n = seg.GetSegmentation().GetNumberOfSegments()
+    click_ras = np.array(first["centroid_lps_mm"]) * [-1, -1, 1]
+    sid = logic.add_lesion_at_point(loaded["volume"], seg, table, tuple(click_ras), RunOptions(device="cpu"))
+    assert sid == f"Lesion_{n + 1}"
+    segment = seg.GetSegmentation().GetSegment(sid)
+    assert segment.GetName() == f"Lesion {n + 1}"
+    assert tag(segment, "BoneMetSeg.Edited") == "true"
+    assert tag(segment, "DICOM.SegmentAlgorithmType") == "SEMIAUTOMATIC"
+    assert 0.0 <= float(tag(segment, "BoneMetSeg.DetectionScore")) <= 1.0
+    new = {tuple(np.round(p, 2)) for p in segment_voxels_lps(seg, sid)}
+    old = {tuple(np.round(p, 2)) for p in segment_voxels_lps(seg, first["segment_id"])}
+    assert new & old, "the added lesion does not overlap the lesion that was clicked"
+    assert table.GetTable().GetNumberOfRows() == n + 1
+    assert logic.patient_summary(seg)["n_lesions"] == n + 1
+    assert logic.is_edited(seg)
