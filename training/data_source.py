@@ -106,6 +106,12 @@ class CaseSource:
             return self._synthetic_case(int(key))
         return self._dataset_case(key)
 
+    def preload(self) -> None:
+        """Load the training hosts now (DataLoader workers forked later share them)."""
+        if self.kind == "synthetic":
+            for name in self.host_names:
+                self._host(name)
+
     def _host(self, name):
         if name not in self._hosts:
             self._hosts[name] = load_host(self.cfg.host_path(name), shared_data=self.cfg.shared_data_dir())

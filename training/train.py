@@ -83,6 +83,7 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
         return {"model": model.eval(), "history": [], "state": state, "run_dir": run_dir}
 
     source = CaseSource(cfg)
+    source.preload()
     state["data"] = source.split_record()
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

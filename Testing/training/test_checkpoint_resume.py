@@ -45,3 +45,20 @@ def test_resume_refuses_what_is_not_a_checkpoint(tmp_path, capsys):
     assert main(["--config", str(TINY), "--run-dir", str(tmp_path / "r"), "--resume", str(tmp_path / "no.pt")]) == 2
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_patch_stream_resumes_at_any_batch_with_any_number_of_workers(shared_data):
+    from training.data_source import CaseSource, PatchStream, train_loader
+
+    cfg = _cfg("unused", shared_data, None)
+    cfg.data.pool_size, cfg.data.refresh_every = 1, 2  # the pooled case changes between batches
+    source = CaseSource(cfg)
+    direct = PatchStream(source, cfg, rank=0, batch_size=1)
+    expected = [direct.batch(i) for i in range(3, 6)]
+    resumed = iter(train_loader(PatchStream(source, cfg, rank=0, batch_size=1, start_batch=3), num_workers=2))
+    for images, targets in expected:
+        got_images, got_targets = next(resumed)
+        torch.testing.assert_close(got_images, images, rtol=0, atol=0)
+        torch.testing.assert_close(got_targets[0]["boxes"], targets[0]["boxes"], rtol=0, atol=0)
+    other_rank = PatchStream(source, cfg, rank=1, batch_size=1).batch(3)[0]
+    assert not torch.equal(other_rank, expected[0][0])
