@@ -174,6 +174,12 @@ def _train_step(ddp, optimizer, scaler, images, targets, device, amp: bool, grad
     with autocast:
         losses = ddp(images.to(device, non_blocking=True), targets_to(targets, device))
     total = sum(losses.values())
+    names = list(losses)
+    values = distributed.all_reduce_sum([float(losses[k].detach()) for k in names] + [float(total.detach())], info)
+    record = {k: v / info.world_size for k, v in zip(names + ["loss"], values)}
+    record["rank_loss"] = float(total.detach())  # this rank's own batch
+    if not math.isfinite(record["loss"]):  # every rank sees the same sum: all stop, weights untouched
+        raise FloatingPointError(f"non-finite training loss: {record}; lower optim.lr or check the data")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(total).backward()
     if grad_clip:
@@ -181,12 +187,6 @@ def _train_step(ddp, optimizer, scaler, images, targets, device, amp: bool, grad
         torch.nn.utils.clip_grad_norm_(ddp.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    names = list(losses)
-    values = distributed.all_reduce_sum([float(losses[k].detach()) for k in names] + [float(total.detach())], info)
-    record = {k: v / info.world_size for k, v in zip(names + ["loss"], values)}
-    record["rank_loss"] = float(total.detach())  # this rank's own batch
-    if not math.isfinite(record["loss"]):
-        raise FloatingPointError(f"non-finite training loss: {record}; lower optim.lr or check the data")
     return record
 
 
