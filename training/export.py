@@ -100,7 +100,7 @@ def build_card(ckpt: dict, name: str | None = None, version: str | None = None,
 
 def metrics_from_report(path: Path) -> dict:
     """The evaluation figures of a ``training.evaluate`` JSON report: its ``summary`` object if it
-    has one, else every number and small object in it (lists longer than 20 items left out)."""
+    has one, else everything but the per-case rows (lists longer than 20 items left out)."""
     path = Path(path)
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
@@ -108,7 +108,10 @@ def metrics_from_report(path: Path) -> dict:
         raise ExportError(f"evaluation report {path} cannot be read as JSON ({exc})") from None
     if not isinstance(report, dict):
         raise ExportError(f"evaluation report {path} is not a JSON object")
-    figures = report["summary"] if isinstance(report.get("summary"), dict) else _small(report)
+    if isinstance(report.get("summary"), dict):
+        figures = report["summary"]
+    else:  # training.evaluate's report: the aggregate sections, not the per-case rows
+        figures = _small({k: v for k, v in report.items() if k != "cases"})
     return {"evaluation": figures, "evaluation_report": path.name,
             "evaluation_report_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 

@@ -64,6 +64,14 @@ def test_export_round_trip(checkpoint, tmp_path):
         load_model(out, device="cpu")
 
 
+def test_evaluate_report_figures_without_the_case_rows(tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"segmentation": {"dsc": 0.81}, "detection": {"froc": [[0.5, 0.9]]},
+                                  "cases": [{"case": "a"}], "blds": {"curve": list(range(50)), "found": 4}}))
+    figures = export_mod.metrics_from_report(report)["evaluation"]
+    assert figures == {"segmentation": {"dsc": 0.81}, "detection": {"froc": [[0.5, 0.9]]}, "blds": {"found": 4}}
+
+
 def test_export_refuses_oversized_weights_and_leaves_nothing(checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(export_mod, "MAX_BYTES", 1_000_000)
     out = tmp_path / "big.pt"
