@@ -20,8 +20,6 @@ from .types import (
     TAG_VOLUME_ML,
 )
 
-# Same hues as the CLI's .seg.nrrd and overlay (BoneMetSegLib.postprocess.lesions.ORIGIN_COLORS).
-ORIGIN_RGB = {"lung": (0.95, 0.35, 0.10), "other": (0.15, 0.50, 0.95)}
 UNKNOWN_RGB = (1.0, 1.0, 0.0)
 
 
@@ -40,7 +38,9 @@ def get_float_tag(segment, key: str):
 
 def origin_color(origin: str, lung_probability: float | None) -> tuple:
     """One hue per predicted origin; saturation grows with confidence (|p - 0.5|)."""
-    base = ORIGIN_RGB.get(origin)
+    from BoneMetSegLib.postprocess.lesions import ORIGIN_COLORS  # the CLI's hues
+
+    base = ORIGIN_COLORS.get(origin)
     if base is None or lung_probability is None:
         return UNKNOWN_RGB
     h, s, v = colorsys.rgb_to_hsv(*base)

@@ -29,10 +29,9 @@ def tag(segment, key):
     return str(value) if segment.GetTag(key, value) else None
 
 
-def segment_voxels_lps(seg_node, segment_id):
-    """LPS mm of every voxel of a segment, straight from Slicer's own labelmap of it."""
+def internal_labelmap(seg_node, segment_id):
+    """Slicer's own labelmap of a segment: (image, (k, j, i) array view, extent, the segment's label value)."""
     import slicer
-    import vtk
     from vtk.util import numpy_support
 
     image = slicer.vtkOrientedImageData()
@@ -40,7 +39,14 @@ def segment_voxels_lps(seg_node, segment_id):
     ext = image.GetExtent()
     dims = [ext[1] - ext[0] + 1, ext[3] - ext[2] + 1, ext[5] - ext[4] + 1]
     arr = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
-    label = seg_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+    return image, arr, ext, seg_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+
+
+def segment_voxels_lps(seg_node, segment_id):
+    """LPS mm of every voxel of a segment, straight from Slicer's own labelmap of it."""
+    import vtk
+
+    image, arr, ext, label = internal_labelmap(seg_node, segment_id)
     kji = np.argwhere(arr == label)
     m = vtk.vtkMatrix4x4()
     image.GetImageToWorldMatrix(m)
@@ -53,16 +59,9 @@ def segment_voxels_lps(seg_node, segment_id):
 def erase_half(seg_node, segment_id):
     """What a Segment Editor eraser does: the segment's labelmap with its upper half (in k) cleared."""
     import slicer
-    from vtk.util import numpy_support
 
-    image = slicer.vtkOrientedImageData()
-    slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(seg_node, segment_id, image)
-    ext = image.GetExtent()
-    dims = [ext[1] - ext[0] + 1, ext[3] - ext[2] + 1, ext[5] - ext[4] + 1]
-    arr = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
-    label = seg_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
-    ks = np.nonzero(arr == label)[0]
-    cut = int(np.median(ks)) + 1
+    image, arr, _, label = internal_labelmap(seg_node, segment_id)
+    cut = int(np.median(np.nonzero(arr == label)[0])) + 1
     arr[cut:][arr[cut:] == label] = 0
     arr[arr != label] = 0
     arr[arr == label] = 1
