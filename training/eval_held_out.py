@@ -3,7 +3,7 @@
 A detection is a hit when its centroid lies inside a true lesion's mask; other detections are
 false positives. The full evaluation (DSC, FROC, origin AUC) belongs to ``training.evaluate``.
 
-    python -m training.eval_held_out --host ../shared/data/totalsegmentator-example/ct_dicom_series
+    python -m training.eval_held_out --host dicom
 """
 
 from __future__ import annotations
@@ -62,12 +62,13 @@ def evaluate_host(model, host, seeds, config: SyntheticConfig | None = None) -> 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", required=True, help="a CT file or DICOM folder, or a host name")
+    parser.add_argument("--host", default="dicom", help="a host name (training.hosts) or a CT file / DICOM folder")
+    parser.add_argument("--shared-data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--model", help="weights .pt (default: embedded)")
     parser.add_argument("--seeds", default="20261120-20261127", help="first-last seed")
     args = parser.parse_args(argv)
     first, last = (int(v) for v in args.seeds.split("-"))
-    host = load_host(args.host, use_cache=False)
+    host = load_host(args.host, shared_data=Path(args.shared_data))
     summary = evaluate_host(load_model(args.model, "cpu"), host, range(first, last + 1))
     print(json.dumps(summary, indent=2))
     return 0

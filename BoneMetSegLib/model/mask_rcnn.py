@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import build_backbone
+from .backbones.layers import use_fast_convs
 from .config import ModelConfig
 from .fpn import FPN3D
 from .multiscale_roi_align import MultiScaleRoIAlign3D
@@ -60,6 +61,7 @@ class MaskRCNN3D(nn.Module):
             box_roi_pool=build_roi_pool(config, config.box_roi_size),
             mask_roi_pool=build_roi_pool(config, config.mask_roi_size),
         )
+        use_fast_convs(self.fpn, self.rpn, self.roi_heads)
         self.size_divisor = config.strides[3]  # P5 stride: what the backbone needs
 
     # ------------------------------------------------------------------ helpers

@@ -24,6 +24,7 @@ from training.hosts import (  # noqa: E402
     binary_dilate,
     estimate_noise,
     load_abdomen_host,
+    load_dicom_host,
     make_grid,
     threshold_bone_mask,
     vertebral_body,
@@ -162,6 +163,21 @@ def test_abdomen_host_geometry_and_bone(abdomen, shared_data, tmp_path_factory):
         assert abs(abdomen.image_hu[z, y, x] - _trilinear(ct, point)) <= 1.0
     # noise of a real CT is a few HU to tens of HU
     assert 2 < abdomen.noise.std < 60
+
+
+def test_dicom_host_labels_follow_the_physical_space(shared_data, tmp_path):
+    """The held-out host: its label file flips the y axis of the DICOM grid; sites must still
+    land on the CT's bone (T11/T12 bodies, ribs), so lesions go where the training hosts put them."""
+    host = load_dicom_host(shared_data, cache_dir=tmp_path)
+    assert host.name == "dicom" and host.grid.GetSpacing() == (1.0, 1.0, 1.0)
+    assert {"vertebral_body", "vertebral_posterior", "rib"} <= set(host.sites_present())
+    body = host.site_labels == SITE_CODES["vertebral_body"]
+    assert np.median(host.image_hu[body]) > 120  # cancellous bone, not soft tissue
+    assert np.median(host.image_hu[host.site_labels == SITE_CODES["rib"]]) > 150
+    # the vertebral bodies sit near the left-right midline of the patient, behind the aorta
+    x_mm = [host.grid.TransformIndexToPhysicalPoint([int(i[2]), int(i[1]), int(i[0])])[0]
+            for i in np.argwhere(body)[::500]]
+    assert abs(np.median(x_mm)) < 40
 
 
 def test_host_cache_round_trip(abdomen, shared_data, host_cache):
