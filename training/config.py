@@ -28,10 +28,12 @@ from BoneMetSegLib.preprocessing.types import PreprocessConfig
 from .synthetic import SyntheticConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HOST_NAMES = ("abdomen", "chest", "lumbar")  # training.hosts.load_host names
-# The real CT never used for training or validation: the TotalSegmentator DICOM series, which
-# training.hosts loads as a generic host named "ct_dicom_series".
-DEFAULT_HELD_OUT = "totalsegmentator-example/ct_dicom_series"
+HOST_NAMES = ("abdomen", "chest", "lumbar", "dicom")  # training.hosts.load_host names
+TRAINING_HOSTS = ("abdomen", "chest", "lumbar")  # the default training hosts
+# The real CT never used for training or validation: the TotalSegmentator DICOM series with its
+# TotalSegmentator labels (training.hosts "dicom"; the same CT as the path below).
+DEFAULT_HELD_OUT = "dicom"
+DICOM_HOST_PATH = "totalsegmentator-example/ct_dicom_series"
 
 
 class ConfigError(ValueError):
@@ -41,7 +43,7 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     source: str = "synthetic"  # "synthetic" (lesions planted in real host CT) or "dataset"
-    hosts: list = field(default_factory=lambda: list(HOST_NAMES))  # host names or CT paths
+    hosts: list = field(default_factory=lambda: list(TRAINING_HOSTS))  # host names or CT paths
     held_out_hosts: list = field(default_factory=lambda: [DEFAULT_HELD_OUT])  # never trained on
     shared_data: str | None = None  # default: $BONEMETSEG_SHARED_DATA or ../shared/data
     dataset_dir: str | None = None  # source "dataset": folder of annotated cases (training.dataset)
@@ -104,6 +106,7 @@ class TrainConfig:
     seed: int = 0
     run_dir: str | None = None  # default runs/<name>
     version: str = "1.0.0"  # version of the weights this run produces
+    init_weights: str | None = None  # start from these exported weights (.pt + card), e.g. a pre-training run
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -294,6 +297,8 @@ def validate(cfg: TrainConfig) -> list[str]:
 
 def _host_key(cfg: TrainConfig, host: str) -> str:
     h = cfg.host_path(host)
+    if h == "dicom":  # a name for the same CT as the DICOM folder
+        return str((cfg.shared_data_dir() / DICOM_HOST_PATH).resolve())
     return h if h in HOST_NAMES else str(Path(h).resolve())
 
 

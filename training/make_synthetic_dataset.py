@@ -5,7 +5,7 @@
 ``NAME``: a host of ``training.hosts.load_host`` ("abdomen", "chest", "lumbar", a CT file or
 DICOM folder), or "heldout": the TotalSegmentator DICOM series
 (``shared/data/totalsegmentator-example/ct_dicom_series``), the real CT kept out of training
-(with its bone labels where ``training.hosts`` has ``load_dicom_host``).
+(with its TotalSegmentator bone labels: host "dicom" of ``training.hosts``).
 Case ``i`` is one synthetic patient (``training.synthetic.plant_lesions``) drawn with the seed
 ``(S, i)``, so a case does not depend on how many others are made. ``--crop MM`` cuts each case
 to a cube of that size around a random bone voxel (small cases for tests and quick checks).
@@ -30,20 +30,13 @@ from .hosts import Host
 from .synthetic import SyntheticConfig, plant_lesions
 
 HELD_OUT = "heldout"
-HELD_OUT_PATH = ("totalsegmentator-example", "ct_dicom_series")
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MAX_DRAWS = 10  # a crop without room for a lesion is drawn again
 
 
 def resolve_host(name: str, shared_data: Path) -> Host:
-    """``load_host`` plus the "heldout" alias: the labelled DICOM host of ``training.hosts``
-    (``load_dicom_host``) where it exists, else the DICOM series as a generic threshold host."""
-    if name == HELD_OUT:
-        labelled = getattr(hosts, "load_dicom_host", None)
-        if labelled is not None:
-            return labelled(Path(shared_data))
-        return hosts.load_host(Path(shared_data).joinpath(*HELD_OUT_PATH))
-    return hosts.load_host(name, shared_data=Path(shared_data))
+    """``load_host`` plus the "heldout" alias for the labelled DICOM host ("dicom")."""
+    return hosts.load_host("dicom" if name == HELD_OUT else name, shared_data=Path(shared_data))
 
 
 def make_case(host: Host, seed: int, index: int, config: SyntheticConfig, crop_mm: int | None = None):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import yaml
 
+from BoneMetSegLib.inference.weights import load_weights
 from BoneMetSegLib.model import MaskRCNN3D
 
 from . import distributed
@@ -58,7 +59,10 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
     amp = bool(o.amp and device.type == "cuda")
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    model = MaskRCNN3D(cfg.model).to(device)
+    model = MaskRCNN3D(cfg.model)
+    if cfg.init_weights:
+        init_from_weights(model, cfg.init_weights)
+    model = model.to(device)
     ddp = distributed.wrap(model, info, o.find_unused_parameters)
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(s.lr_milestones), s.lr_gamma)
@@ -165,6 +169,16 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
         summary["best_val_loss"] = None if math.isinf(summary["best_val_loss"]) else summary["best_val_loss"]
         (run_dir / "summary.json").write_text(json.dumps({**summary, "stopped": stop}, indent=1))
     return {"model": model.eval(), "history": history, "state": state, "run_dir": run_dir}
+
+
+def init_from_weights(model: MaskRCNN3D, path: str | Path) -> None:
+    """Start from exported weights (``BoneMetSegLib`` format, sha256 checked); the architecture must match."""
+    state, _ = load_weights(Path(path))
+    try:
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as exc:
+        raise ConfigError(f"init_weights {path} do not fit this config's model ({str(exc)[:200]}); "
+                          "use the model section they were trained with") from None
 
 
 def _train_step(ddp, optimizer, scaler, images, targets, device, amp: bool, grad_clip: float,
@@ -305,6 +319,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-minutes", type=float, help="stop after this much wall time (resumable)")
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="override config values")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--init", help="start from exported weights (.pt with its model card)")
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.set)
@@ -314,6 +329,8 @@ def main(argv=None) -> int:
             overrides["schedule.max_steps"] = args.max_steps
         if args.max_minutes is not None:
             overrides["schedule.max_minutes"] = args.max_minutes
+        if args.init:
+            overrides["init_weights"] = args.init
         cfg = load_config(args.config, overrides)
         run(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
     except (ConfigError, CheckpointError, DataSourceError, FileNotFoundError) as exc:

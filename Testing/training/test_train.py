@@ -8,12 +8,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from BoneMetSegLib.inference.weights import save_weights
 from BoneMetSegLib.model import MaskRCNN3D
 from training.checkpoint import load_checkpoint
 from training.config import REPO_ROOT, ConfigError, config_from_dict, load_config
 from training.data_source import DataSourceError, split_patients
 from training.dataset import write_case
-from training.train import main, run
+from training.train import init_from_weights, main, run
 
 CONFIGS = REPO_ROOT / "training" / "configs"
 
@@ -25,9 +26,7 @@ def test_paper_config_is_the_papers_recipe():
     assert (s.epochs, s.lr_milestones, s.lr_gamma) == (50, [40], 0.1) and s.early_stopping_patience > 0
     assert (a.enabled, a.rotate_deg, a.scale, sorted(a.flip_axes)) == (True, 15, [0.8, 1.2], [0, 1, 2])
     assert d.split == [0.70, 0.15, 0.15]
-    held_out = [cfg.host_path(h) for h in d.held_out_hosts]
-    assert held_out == [str(cfg.shared_data_dir() / "totalsegmentator-example" / "ct_dicom_series")]
-    assert not set(held_out) & {cfg.host_path(h) for h in d.hosts}
+    assert d.held_out_hosts == ["dicom"] and "dicom" not in d.hosts
     cpu = load_config(CONFIGS / "cpu.yaml")
     assert cpu.optim.amp is False and cpu.schedule.max_minutes < 120
 
@@ -35,6 +34,8 @@ def test_paper_config_is_the_papers_recipe():
 @pytest.mark.parametrize("raw, words", [
     ({"optim": {"lr_rate": 1}}, ["unknown key", "lr_rate", "optim"]),
     ({"data": {"hosts": ["abdomen", "totalsegmentator-example/ct_dicom_series"]}}, ["held_out_hosts", "never"]),
+    ({"data": {"hosts": ["abdomen", "dicom"],
+               "held_out_hosts": ["totalsegmentator-example/ct_dicom_series"]}}, ["held_out_hosts", "never"]),
     ({"data": {"split": [0.8, 0.15, 0.15]}}, ["data.split", "summing to 1"]),
     ({"augment": {"scale": [1.2, 0.8]}}, ["augment.scale"]),
     ({"data": {"source": "dataset"}}, ["dataset_dir"]),
@@ -117,3 +118,20 @@ def test_training_on_an_annotated_data_set(tmp_path):
     cfg.run_dir = str(tmp_path / "run2")
     with pytest.raises(DataSourceError, match="problem"):
         run(cfg, progress=False)
+
+
+def test_init_weights_loads_an_exported_model_and_refuses_another_architecture(tmp_path):
+    cfg = load_config(CONFIGS / "tiny.yaml")
+    torch.manual_seed(1)
+    source = MaskRCNN3D(cfg.model)
+    path = tmp_path / "w.pt"
+    save_weights(source.state_dict(), {"name": "t", "version": "0", "architecture": cfg.model.to_dict(),
+                                        "preprocessing": cfg.preprocess.to_dict()}, path)
+    torch.manual_seed(2)
+    target = MaskRCNN3D(cfg.model)
+    init_from_weights(target, path)
+    for (name, a), b in zip(source.state_dict().items(), target.state_dict().values()):
+        assert torch.equal(a, b), name
+    other = MaskRCNN3D(config_from_dict({"model": {**cfg.model.to_dict(), "fpn_channels": 8}}).model)
+    with pytest.raises(ConfigError, match="init_weights"):
+        init_from_weights(other, path)
