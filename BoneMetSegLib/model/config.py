@@ -51,8 +51,9 @@ class ModelConfig(DictConfig):
     rpn_matcher: str = "atss"  # "atss" (MONAI ATSSMatcher) or "iou" (fg/bg IoU thresholds)
     rpn_fg_iou_thresh: float = 0.5  # the paper used 0.95; see docs/model.md
     rpn_bg_iou_thresh: float = 0.3
+    rpn_sampler: str = "hard"  # "hard" (MONAI hard negatives) or "random" (torchvision); docs/model.md
     rpn_batch_size_per_image: int = 256
-    rpn_positive_fraction: float = 0.5
+    rpn_positive_fraction: float = 0.25  # "hard": 3 negatives per positive, at least 64
     rpn_pre_nms_top_n_train: int = 2000
     rpn_pre_nms_top_n_test: int = 1000
     rpn_post_nms_top_n_train: int = 256

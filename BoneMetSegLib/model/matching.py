@@ -89,6 +89,40 @@ class BalancedSampler:
         return pos_masks, neg_masks
 
 
+class HardNegativeAnchorSampler:
+    """MONAI's ``HardNegativeSampler`` for RPN anchors: all sampled positives (up to
+    ``batch_size_per_image * positive_fraction``) and ``(1/f - 1)`` negatives per positive (at
+    least ``min_neg``), drawn from the ``pool_size`` x highest-scoring negatives.
+
+    Why: random negatives come almost only from P2/P3 (98 % of the anchors), so the objectness of
+    the large P4-P6 anchors was never pushed down; measured on a model trained that way, their
+    mean objectness was 0.74-0.83 and the 100 proposals kept at test time held no lesion.
+    """
+
+    needs_scores = True
+
+    def __init__(self, batch_size_per_image: int, positive_fraction: float, min_neg: int = 64,
+                 pool_size: float = 20) -> None:
+        from monai.apps.detection.utils.hard_negative_sampler import HardNegativeSampler
+
+        self._sampler = HardNegativeSampler(batch_size_per_image, positive_fraction, min_neg, pool_size)
+
+    def __call__(self, labels: list[Tensor], scores: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """``labels`` as :class:`BalancedSampler`; ``scores``: objectness probabilities of all
+        images' anchors concatenated."""
+        pos, neg = self._sampler([lab.clamp(min=-1) for lab in labels], scores.detach().flatten())
+        return [p.bool() for p in pos], [n.bool() for n in neg]
+
+
+def build_rpn_sampler(config):
+    """Anchor sampler selected by ``config.rpn_sampler`` ("hard" or "random")."""
+    if config.rpn_sampler == "hard":
+        return HardNegativeAnchorSampler(config.rpn_batch_size_per_image, config.rpn_positive_fraction)
+    if config.rpn_sampler == "random":
+        return BalancedSampler(config.rpn_batch_size_per_image, config.rpn_positive_fraction)
+    raise ValueError(f"unknown rpn_sampler {config.rpn_sampler!r}; use 'hard' or 'random'")
+
+
 def build_rpn_matcher(config) -> Matcher:
     """RPN anchor matcher selected by ``config.rpn_matcher`` ("iou" or "atss")."""
     if config.rpn_matcher == "iou":
@@ -99,4 +133,4 @@ def build_rpn_matcher(config) -> Matcher:
     raise ValueError(f"unknown rpn_matcher {config.rpn_matcher!r}; use 'iou' or 'atss'")
 
 
-__all__ = ["IoUMatcher", "BalancedSampler", "build_rpn_matcher"]
+__all__ = ["IoUMatcher", "BalancedSampler", "HardNegativeAnchorSampler", "build_rpn_matcher", "build_rpn_sampler"]

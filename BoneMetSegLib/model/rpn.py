@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .anchors import AnchorGenerator3D, build_anchor_generator
 from .losses import rpn_losses
-from .matching import BalancedSampler, build_rpn_matcher
+from .matching import BalancedSampler, build_rpn_matcher, build_rpn_sampler
 
 
 def clip_boxes(boxes: Tensor, size: Sequence[int]) -> Tensor:
@@ -130,7 +130,7 @@ class RegionProposalNetwork(nn.Module):
         anchor_generator: anchors of each level.
         head: :class:`RPNHead`.
         matcher: MONAI-style matcher (:mod:`.matching`).
-        sampler: :class:`BalancedSampler` of anchors for the losses.
+        sampler: anchor sampler for the losses (:class:`BalancedSampler` or a hard-negative one).
         pre_nms_top_n / post_nms_top_n: ``{"train": int, "test": int}``.
         nms_thresh: IoU above which a lower-scoring proposal of the same level is removed.
         min_size: proposals with a side shorter than this (voxels) are removed.
@@ -141,7 +141,7 @@ class RegionProposalNetwork(nn.Module):
         anchor_generator: AnchorGenerator3D,
         head: RPNHead,
         matcher: Matcher,
-        sampler: BalancedSampler,
+        sampler,
         pre_nms_top_n: dict,
         post_nms_top_n: dict,
         nms_thresh: float,
@@ -195,7 +195,10 @@ class RegionProposalNetwork(nn.Module):
                 lab[matches == self.matcher.BETWEEN_THRESHOLDS] = -1.0
                 labels.append(lab)
                 matched_boxes.append(gt[matches.clamp(min=0)] if gt.numel() else torch.zeros_like(all_anchors))
-            pos, neg = self.sampler(labels)
+            if getattr(self.sampler, "needs_scores", False):
+                pos, neg = self.sampler(labels, torch.sigmoid(torch.cat(logits, dim=1).detach().float()))
+            else:
+                pos, neg = self.sampler(labels)
             losses = rpn_losses(
                 torch.cat(logits, dim=1),
                 torch.cat(deltas, dim=1),
@@ -239,7 +242,7 @@ def build_rpn(config, in_channels: int) -> RegionProposalNetwork:
         anchor_generator=anchor_generator,
         head=RPNHead(in_channels, anchor_generator.num_anchors),
         matcher=build_rpn_matcher(config),
-        sampler=BalancedSampler(config.rpn_batch_size_per_image, config.rpn_positive_fraction),
+        sampler=build_rpn_sampler(config),
         pre_nms_top_n={"train": config.rpn_pre_nms_top_n_train, "test": config.rpn_pre_nms_top_n_test},
         post_nms_top_n={"train": config.rpn_post_nms_top_n_train, "test": config.rpn_post_nms_top_n_test},
         nms_thresh=config.rpn_nms_thresh,

@@ -129,3 +129,24 @@ def test_rpn_trains_with_the_atss_matcher():
     _, losses = rpn(cfg.strides, feats, [SHAPE], [{"boxes": gt}])
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_rpn_box_reg"].item() > 0
+
+
+def test_hard_negative_sampler_picks_the_highest_scoring_negatives():
+    from BoneMetSegLib.model.matching import build_rpn_sampler
+
+    torch.manual_seed(0)
+    sampler = build_rpn_sampler(ModelConfig(rpn_sampler="hard"))  # 3 negatives per positive, >= 64
+    labels = torch.zeros(10_000)
+    labels[:5] = 1
+    labels[5:10] = -1  # ignored: never sampled
+    scores = torch.rand(10_000) * 0.1
+    hard = torch.arange(5000, 7000)  # 2000 confident false positives among 9990 negatives
+    scores[hard] = 0.95
+    pos, neg = sampler([labels], scores)
+    assert pos[0].dtype == torch.bool and int(pos[0].sum()) == 5 and bool(pos[0][:5].all())
+    assert int(neg[0].sum()) == 64 and not bool(neg[0][:10].any())
+    # the pool (20 x 64 highest-scoring negatives) holds only hard ones: every negative is hard
+    assert int(neg[0][hard].sum()) == 64
+    random = build_rpn_sampler(ModelConfig(rpn_sampler="random"))
+    _, neg_r = random([labels])
+    assert int(neg_r[0][hard].sum()) / int(neg_r[0].sum()) < 0.3  # 20 % of the negatives: ~1 in 5 drawn
