@@ -71,6 +71,7 @@ class ModelConfig(DictConfig):
     box_bg_iou_thresh: float = 0.5
     box_batch_size_per_image: int = 128
     box_positive_fraction: float = 0.25
+    box_gt_jitter: int = 8  # training: jittered copies of each GT box added to the proposals
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.2
     detections_per_img: int = 50

@@ -43,6 +43,9 @@ class RoIHeads(nn.Module):
         mask_roi_size: RoI size of the mask head's pooler (its output is twice that).
         sampling_ratio: RoIAlign sampling ratio for the mask targets.
         roi_align: ``roi_align_3d``-compatible function used for the mask targets.
+        gt_jitter: in training, this many randomly shifted and scaled copies of each ground-truth
+            box join the proposals (:func:`jitter_boxes`), so the heads learn to score and refine
+            imperfect boxes even while the RPN's proposals still miss the lesions.
     """
 
     def __init__(
@@ -57,8 +60,10 @@ class RoIHeads(nn.Module):
         mask_roi_size: int = 14,
         sampling_ratio: int = 2,
         roi_align: Callable | None = None,
+        gt_jitter: int = 0,
     ) -> None:
         super().__init__()
+        self.gt_jitter = gt_jitter
         self.box_head = box_head
         self.mask_head = mask_head
         self.matcher = matcher
@@ -77,7 +82,10 @@ class RoIHeads(nn.Module):
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Sampled proposals (GT boxes appended), their labels and matched GT indices (-1: bg)."""
         labels, matched = [], []
-        proposals = [torch.cat([p, t["boxes"].to(p)]) for p, t in zip(proposals, targets)]
+        proposals = [
+            torch.cat([p, t["boxes"].to(p), jitter_boxes(t["boxes"].to(p), self.gt_jitter)])
+            for p, t in zip(proposals, targets)
+        ]
         for p, t in zip(proposals, targets):
             m = self.matcher.match(t["boxes"].to(p), p)
             lab = torch.zeros(p.shape[0], dtype=torch.int64, device=p.device)
@@ -205,6 +213,18 @@ class RoIHeads(nn.Module):
         return self._detect(features, proposals, image_sizes), {}
 
 
+def jitter_boxes(boxes: Tensor, copies: int, shift: float = 0.15, log_scale: float = 0.2) -> Tensor:
+    """``copies`` random variants of each box ``[K, 6]``: centre moved by up to ``shift`` x the
+    side and each side scaled by up to ``exp(+-log_scale)`` (uniform), per axis."""
+    if copies <= 0 or boxes.numel() == 0:
+        return boxes.new_zeros((0, 6))
+    b = boxes.repeat_interleave(copies, dim=0)
+    size = (b[:, 3:] - b[:, :3]).clamp(min=1.0)
+    centre = (b[:, 3:] + b[:, :3]) / 2 + (torch.rand_like(size) * 2 - 1) * shift * size
+    size = size * torch.exp((torch.rand_like(size) * 2 - 1) * log_scale)
+    return torch.cat([centre - size / 2, centre + size / 2], dim=1)
+
+
 def build_roi_heads(
     config, in_channels: int, box_roi_pool: nn.Module, mask_roi_pool: nn.Module, roi_align: Callable | None = None
 ) -> RoIHeads:
@@ -222,7 +242,8 @@ def build_roi_heads(
         mask_roi_size=config.mask_roi_size,
         sampling_ratio=config.roi_sampling_ratio,
         roi_align=roi_align,
+        gt_jitter=config.box_gt_jitter,
     )
 
 
-__all__ = ["RoIHeads", "build_roi_heads", "BOX_HEAD_WEIGHTS"]
+__all__ = ["RoIHeads", "build_roi_heads", "jitter_boxes", "BOX_HEAD_WEIGHTS"]

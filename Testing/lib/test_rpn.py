@@ -150,3 +150,18 @@ def test_hard_negative_sampler_picks_the_highest_scoring_negatives():
     random = build_rpn_sampler(ModelConfig(rpn_sampler="random"))
     _, neg_r = random([labels])
     assert int(neg_r[0][hard].sum()) / int(neg_r[0].sum()) < 0.3  # 20 % of the negatives: ~1 in 5 drawn
+
+
+def test_jittered_boxes_stay_near_the_ground_truth():
+    from BoneMetSegLib.model.roi_heads import jitter_boxes
+    from BoneMetSegLib.model.rpn import pairwise_iou
+
+    torch.manual_seed(0)
+    gt = torch.tensor([[10.0, 20.0, 30.0, 30.0, 44.0, 50.0], [0.0, 0.0, 0.0, 8.0, 8.0, 8.0]])
+    j = jitter_boxes(gt, 50)
+    assert j.shape == (100, 6) and bool((j[:, 3:] > j[:, :3]).all())
+    iou = pairwise_iou(gt, j)
+    own = torch.cat([iou[0, :50], iou[1, 50:]])
+    assert float(own.min()) > 0.2 and float(own.median()) > 0.4  # mostly positives for the head
+    assert float(own.max()) < 1.0  # they do differ from the GT box
+    assert jitter_boxes(gt, 0).shape == (0, 6) and jitter_boxes(gt[:0], 5).shape == (0, 6)
