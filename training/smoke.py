@@ -27,6 +27,7 @@ from .synthetic import SyntheticConfig
 SMOKE_CONFIG = dict(
     kernel_size=5, fpn_channels=16, drop_path_rate=0.0, box_head_hidden=128, mask_head_channels=16, mask_head_convs=2,
     box_fg_iou_thresh=0.4, box_bg_iou_thresh=0.4, box_positive_fraction=0.5, box_batch_size_per_image=64,
+    head_norm="none",  # plain heads memorise a few cases faster; training.train's runs use the norm (docs/model.md)
 )
 
 

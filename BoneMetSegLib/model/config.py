@@ -67,6 +67,7 @@ class ModelConfig(DictConfig):
     box_head_hidden: int = 256
     mask_head_channels: int = 32
     mask_head_convs: int = 4
+    head_norm: str = "layer"  # "layer": LayerNorm in the box head's FCs, GroupNorm in the mask head's convs; "none"
     box_fg_iou_thresh: float = 0.5
     box_bg_iou_thresh: float = 0.5
     box_batch_size_per_image: int = 128

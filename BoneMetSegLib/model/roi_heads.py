@@ -230,9 +230,11 @@ def build_roi_heads(
 ) -> RoIHeads:
     """RoI heads of a :class:`~BoneMetSegLib.model.config.ModelConfig`."""
     return RoIHeads(
-        box_head=BoxHead(box_roi_pool, in_channels, config.box_roi_size, config.box_head_hidden, config.num_classes),
+        box_head=BoxHead(box_roi_pool, in_channels, config.box_roi_size, config.box_head_hidden, config.num_classes,
+                         norm=config.head_norm),
         mask_head=MaskHead(
-            mask_roi_pool, in_channels, config.mask_head_channels, config.mask_head_convs, config.num_classes
+            mask_roi_pool, in_channels, config.mask_head_channels, config.mask_head_convs, config.num_classes,
+            norm=config.head_norm,
         ),
         matcher=IoUMatcher(config.box_fg_iou_thresh, config.box_bg_iou_thresh, allow_low_quality_matches=False),
         sampler=BalancedSampler(config.box_batch_size_per_image, config.box_positive_fraction),

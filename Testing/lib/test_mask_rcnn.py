@@ -146,7 +146,7 @@ def test_losses_decrease_on_a_tiny_batch():
     x, targets = torch.stack([a[0], b[0]]), [a[1], b[1]]
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, foreach=True)
     totals, t0 = [], time.time()
-    for _ in range(15):
+    for _ in range(50):  # the default normalised heads need more steps than plain ones to memorise
         losses = net(x, targets)
         total = sum(losses.values())
         opt.zero_grad()
