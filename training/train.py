@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -35,6 +36,9 @@ from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoi
 from .config import ConfigError, TrainConfig, load_config
 from .data_source import CaseSource, DataSourceError, PatchStream, train_loader, validation_batches
 from .engine import targets_to
+
+
+ALL_EPOCHS_DONE = "all epochs done"  # a run finished this way goes on when its config asks for more epochs
 
 
 def run(cfg: TrainConfig, resume: str | Path | None = None, device: str = "auto",
@@ -81,7 +85,12 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
         except RuntimeError as exc:
             raise ConfigError(f"checkpoint {ckpt_path} does not fit this config's model ({str(exc)[:200]}); "
                               "use the config it was trained with or another --run-dir") from None
+        # the config's milestones, not the checkpoint's: a run is extended by raising epochs and milestones
+        scheduler.milestones = Counter(s.lr_milestones)
         echo(f"resumed from {ckpt_path}: epoch {state['epoch']}, step {state['step']}")
+    if state["finished"] and state["finished"].startswith(ALL_EPOCHS_DONE) and state["epoch"] < s.epochs:
+        echo(f"run {run_dir} had finished ({state['finished']}); the config asks for {s.epochs} epochs: going on")
+        state["finished"] = None
     if state["finished"]:
         echo(f"run {run_dir} already finished ({state['finished']}); nothing to do")
         return {"model": model.eval(), "history": [], "state": state, "run_dir": run_dir}
@@ -153,7 +162,7 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
         if s.early_stopping_patience and state["epochs_without_improvement"] >= s.early_stopping_patience:
             state["finished"] = f"early stopping after epoch {state['epoch']}"
         elif state["epoch"] >= s.epochs:
-            state["finished"] = f"all {s.epochs} epochs done"
+            state["finished"] = f"{ALL_EPOCHS_DONE} ({s.epochs})"
         if improved:
             save("best.pt")
         save("last.pt")

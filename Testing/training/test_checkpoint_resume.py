@@ -62,3 +62,18 @@ def test_patch_stream_resumes_at_any_batch_with_any_number_of_workers(shared_dat
         torch.testing.assert_close(got_targets[0]["boxes"], targets[0]["boxes"], rtol=0, atol=0)
     other_rank = PatchStream(source, cfg, rank=1, batch_size=1).batch(3)[0]
     assert not torch.equal(other_rank, expected[0][0])
+
+
+def test_a_finished_run_is_extended_with_the_configs_epochs_and_milestones(tmp_path, shared_data):
+    base = {"run_dir": str(tmp_path / "r"), "data.shared_data": str(shared_data),
+            "schedule.epochs": 1, "schedule.lr_milestones": [1]}
+    first = run(load_config(TINY, base), progress=False)  # 1 epoch; the milestone passes at its end
+    assert first["state"]["finished"] == "all epochs done (1)"
+    # the resumed run must drop the LR at ITS milestone (epoch 2), not the checkpoint's (epoch 1) again
+    more = run(load_config(TINY, {**base, "schedule.epochs": 3, "schedule.lr_milestones": [2]}), progress=False)
+    lrs = {r["epoch"]: r["lr"] for r in more["history"]}
+    lr0 = load_config(TINY).optim.lr
+    gamma = load_config(TINY).schedule.lr_gamma
+    assert sorted(lrs) == [1, 2]
+    assert lrs[1] == pytest.approx(lr0 * gamma)  # after the first run's milestone
+    assert lrs[2] == pytest.approx(lr0 * gamma ** 2)  # the new milestone, once
