@@ -1,8 +1,9 @@
 """Segment the one lesion at a given point (Slicer's click-to-add): detection on a crop around it.
 
 The CT is cropped to a cube of ``crop_mm`` around the point (on its own grid, no resampling),
-the usual prediction runs there at a low detection threshold, and the best lesion at the point is
-kept: first the lesions whose mask holds the point, else those whose box holds it, highest
+the usual prediction runs there at a low detection threshold, with boxes centred on the point
+added to the RPN's proposals (``seeds``: the user clicks where the model missed a lesion, so its
+own proposals may not hold it), and the best lesion at the point is kept: first the lesions whose mask holds the point, else those whose box holds it, highest
 detection score first. The result is on the whole input grid with 0 or 1 lesion.
 """
 
@@ -87,7 +88,7 @@ def predict_at_point(
     # the whole CT passed the input checks already; the crop is not re-validated as a CT
     sub_result = predictor.predict(
         CTImage(image=sub, path=ct.path), progress=progress, cancel=cancel, threshold=threshold,
-        origin_threshold=origin_threshold,
+        origin_threshold=origin_threshold, seed_points_lps=[point_lps_mm],
     )
     sub_labels = sitk.GetArrayViewFromImage(sub_result.labelmap)
     p_sub = np.clip(np.round(index).astype(int) - np.array(start), 0, np.array(sub.GetSize()) - 1)

@@ -29,6 +29,7 @@ from ..result import Result
 from .device import describe_device, fallback_devices, select_device
 from .model_card import model_config_from_card, preprocess_config_from_card
 from .progress import ProgressReporter, check_cancel
+from .seeds import seed_boxes
 from .tiling import fallback_tile_sizes, run_tiled, with_oom_fallback
 from .weights import load_weights
 
@@ -65,6 +66,7 @@ class Predictor:
         origin_threshold: float = 0.5,
         tile: Optional[tuple] = None,
         warn: Optional[Callable[[str], None]] = None,
+        seed_points_lps: Optional[list] = None,
     ) -> Result:
         """Segment and classify every bone lesion in ``image``.
 
@@ -72,7 +74,9 @@ class Predictor:
         ``progress(fraction, message)`` is called as work proceeds; ``cancel`` (callable returning
         bool, or a ``threading.Event``) stops the run within a few seconds by raising
         ``BoneMetSegCancelled``. ``threshold`` is the minimum detection score (default: the model
-        card's ``detection_threshold`` or 0.5). Same input, same output.
+        card's ``detection_threshold`` or 0.5). ``seed_points_lps``: points (LPS mm) where the
+        user says a lesion is; boxes centred there join the proposals (:mod:`.seeds`) and the crop
+        runs as one tile. Same input, same output.
         """
         reporter = ProgressReporter(progress, cancel)
         timing: dict = {}
@@ -98,7 +102,8 @@ class Predictor:
 
         t0 = time.perf_counter()
         reporter.report("inference", 0.0, "Detecting lesions")
-        det = self.detect(pre.array, reporter.stage_callback("inference"), cancel, tile, _warn)
+        seeds = seed_boxes(pre, seed_points_lps) if seed_points_lps else None
+        det = self.detect(pre.array, reporter.stage_callback("inference"), cancel, tile, _warn, seeds)
         timing["inference"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -149,12 +154,18 @@ class Predictor:
         value = self.card.get("bone_filter_radius_mm", BONE_FILTER_RADIUS_MM)
         return None if value is None else int(value)
 
-    def detect(self, array: np.ndarray, progress=None, cancel=None, tile=None, warn=None) -> dict:
-        """Tiled detection on a normalised 1 mm crop; boxes in crop voxel coordinates, on the CPU."""
+    def detect(self, array: np.ndarray, progress=None, cancel=None, tile=None, warn=None,
+               seeds: Optional[torch.Tensor] = None) -> dict:
+        """Tiled detection on a normalised 1 mm crop; boxes in crop voxel coordinates, on the CPU.
+        ``seeds``: extra proposals ``[K, 6]`` in crop coordinates; the crop then runs as one tile."""
         volume = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
         align = self.config.stem_stride * 16
-        first = tuple(tile) if tile else (CPU_TILE if self.device.type == "cpu" else DEFAULT_TILE)
-        tiles = fallback_tile_sizes(first, align=align)
+        if seeds is not None:
+            tiles = [tuple(-(-int(n) // align) * align for n in array.shape)]
+        else:
+            first = tuple(tile) if tile else (CPU_TILE if self.device.type == "cpu" else DEFAULT_TILE)
+            tiles = fallback_tile_sizes(first, align=align)
+        extra = None if seeds is None else [seeds]
 
         def attempt(tile_size, device):
             if device != self.device:
@@ -163,7 +174,7 @@ class Predictor:
 
             def detect_fn(x: torch.Tensor) -> dict:
                 with _cancel_hooks(self.net, cancel):
-                    out = self.net(x.to(device))[0]
+                    out = self.net(x.to(device), extra_proposals=extra)[0]
                 return {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
 
             return run_tiled(

@@ -90,14 +90,23 @@ class MaskRCNN3D(nn.Module):
         return self.fpn(self.backbone(padded)), padded, sizes
 
     # ------------------------------------------------------------------ API
-    def forward(self, images: Tensor, targets: list[dict] | None = None):
+    def forward(self, images: Tensor, targets: list[dict] | None = None,
+                extra_proposals: Sequence[Tensor] | None = None):
+        """Losses (training) or detections (eval); see the class docstring. ``extra_proposals``
+        (eval only): per image ``[K_i, 6]`` boxes scored beside the RPN's proposals (click-to-add)."""
         if self.training and targets is None:
             raise ValueError("training mode needs targets (call model.eval() for inference)")
         if self.training:
+            if extra_proposals is not None:
+                raise ValueError("extra_proposals are for inference (model.eval())")
             self._check_targets(images, targets)
         feats, padded, sizes = self.features(images)
         train_targets = targets if self.training else None
         proposals, rpn_losses = self.rpn(self.config.strides, feats, sizes, train_targets)
+        if extra_proposals is not None:
+            if len(extra_proposals) != len(proposals):
+                raise ValueError(f"need one extra_proposals tensor per image: {len(extra_proposals)} for {len(proposals)}")
+            proposals = [torch.cat([p, torch.as_tensor(e).to(p).reshape(-1, 6)]) for p, e in zip(proposals, extra_proposals)]
         detections, head_losses = self.roi_heads(feats[:4], proposals, sizes, train_targets)
         if self.training:
             return {**rpn_losses, **head_losses}
