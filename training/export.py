@@ -2,7 +2,8 @@
 
     python -m training.export --checkpoint runs/paper/best.pt --out exported/bonemetseg.pt
                               [--eval-report report.json] [--into-package] [--name N] [--version V]
-                              [--detection-threshold 0.5]
+                              [--detection-threshold 0.5 | --threshold-from VAL_REPORT.json [--max-fp-per-case 1]]
+                              [--inference rpn_post_nms_top_n_test=1000 ...]
 
 The card (``docs/model_card_format.md``) carries the architecture and preprocessing of the run,
 the class names, the weights' version, a description of the training data with the synthetic-
@@ -57,10 +58,12 @@ def package_weights_path() -> Path:
 
 
 def build_card(ckpt: dict, name: str | None = None, version: str | None = None,
-               detection_threshold: float = 0.5, eval_report: Path | None = None) -> tuple[dict, ModelConfig]:
-    """The model card of a training checkpoint (without the file fields that saving adds)."""
+               detection_threshold: float = 0.5, eval_report: Path | None = None,
+               inference: dict | None = None) -> tuple[dict, ModelConfig]:
+    """The model card of a training checkpoint (without the file fields that saving adds);
+    ``inference`` overrides :data:`INFERENCE_KEYS` of the architecture."""
     config, state = ckpt["config"], ckpt["state"]
-    model_cfg = ModelConfig.from_dict(config["model"])
+    model_cfg = ModelConfig.from_dict({**config["model"], **(inference or {})})
     pre = PreprocessConfig.from_dict(config["preprocess"])
     data = state.get("data", {})
     synthetic = data.get("source", config["data"]["source"]) == "synthetic"
@@ -98,6 +101,42 @@ def build_card(ckpt: dict, name: str | None = None, version: str | None = None,
     return card, model_cfg
 
 
+# architecture fields that only change inference (no weight depends on them): settable at export
+INFERENCE_KEYS = ("rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "rpn_nms_thresh", "box_score_thresh",
+                  "box_nms_thresh", "detections_per_img")
+
+
+def parse_inference_settings(items) -> dict:
+    """``["rpn_post_nms_top_n_test=1000", ...]`` -> typed values of :data:`INFERENCE_KEYS` only."""
+    out = {}
+    defaults = ModelConfig()
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or key not in INFERENCE_KEYS:
+            raise ExportError(f"--inference takes KEY=VALUE with KEY one of {', '.join(INFERENCE_KEYS)}; got {item!r}")
+        kind = type(getattr(defaults, key))
+        try:
+            out[key] = kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
+        except ValueError:
+            raise ExportError(f"--inference {key} needs a {kind.__name__}, got {value!r}") from None
+    return out
+
+
+def threshold_from_report(path: Path, max_fp_per_case: float) -> float:
+    """The lowest detection score at which a ``training.evaluate`` report's FROC curve stays at or
+    under ``max_fp_per_case`` false positives per case (choose it on validation data, not the test set)."""
+    try:
+        curve = json.loads(Path(path).read_text(encoding="utf-8"))["detection"]["curve"]
+        pairs = [(float(t), float(fp)) for t, fp in zip(curve["thresholds"], curve["fp_per_case"]) if t is not None]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportError(f"{path} is not a training.evaluate report with a FROC curve ({exc})") from None
+    ok = [t for t, fp in pairs if fp <= max_fp_per_case]
+    if not ok:
+        raise ExportError(f"no score threshold in {path} keeps false positives at or under {max_fp_per_case} per case")
+    return min(ok)
+
+
 def metrics_from_report(path: Path) -> dict:
     """The evaluation figures of a ``training.evaluate`` JSON report: its ``summary`` object if it
     has one, else everything but the per-case rows (lists longer than 20 items left out)."""
@@ -130,13 +169,13 @@ def _small(value, limit: int = 20):
 
 def export(checkpoint: str | Path, out: str | Path | None = None, *, eval_report: str | Path | None = None,
            into_package: bool = False, name: str | None = None, version: str | None = None,
-           detection_threshold: float = 0.5) -> list[Path]:
+           detection_threshold: float = 0.5, inference: dict | None = None) -> list[Path]:
     """Export ``checkpoint`` to ``out`` and/or the package; returns the ``.pt`` paths written."""
     if out is None and not into_package:
         raise ExportError("give --out DIR/name.pt, --into-package, or both")
     ckpt = load_checkpoint(checkpoint)
     card, model_cfg = build_card(ckpt, name, version, detection_threshold,
-                                 Path(eval_report) if eval_report else None)
+                                 Path(eval_report) if eval_report else None, inference)
     net = MaskRCNN3D(model_cfg)
     try:
         net.load_state_dict(ckpt["model"])
@@ -178,10 +217,22 @@ def main(argv=None) -> int:
     parser.add_argument("--name", help="model name (default bonemetseg-<config name>)")
     parser.add_argument("--version", help="weights version (default: the config's version)")
     parser.add_argument("--detection-threshold", type=float, default=0.5)
+    parser.add_argument("--threshold-from", metavar="VAL_REPORT",
+                        help="training.evaluate JSON report on VALIDATION data: the detection threshold becomes the "
+                             "lowest score with at most --max-fp-per-case false positives per case")
+    parser.add_argument("--max-fp-per-case", type=float, default=1.0)
+    parser.add_argument("--inference", nargs="*", default=[], metavar="KEY=VALUE",
+                        help=f"inference-only architecture settings ({', '.join(INFERENCE_KEYS)})")
     args = parser.parse_args(argv)
     try:
+        threshold = args.detection_threshold
+        if args.threshold_from:
+            threshold = threshold_from_report(Path(args.threshold_from), args.max_fp_per_case)
+            print(f"detection threshold {threshold:.4f}: at most {args.max_fp_per_case:g} false positives per case "
+                  f"in {args.threshold_from}")
         paths = export(args.checkpoint, args.out, eval_report=args.eval_report, into_package=args.into_package,
-                       name=args.name, version=args.version, detection_threshold=args.detection_threshold)
+                       name=args.name, version=args.version, detection_threshold=threshold,
+                       inference=parse_inference_settings(args.inference))
     except (ExportError, CheckpointError, FileNotFoundError, BoneMetSegModelError) as exc:
         print(f"training.export: error: {exc}", file=sys.stderr)
         return 2

@@ -100,3 +100,40 @@ def test_export_needs_a_target_and_a_training_checkpoint(checkpoint, tmp_path, c
     torch.save({"a": torch.zeros(1)}, weights_only)
     assert main(["--checkpoint", str(weights_only), "--out", str(tmp_path / "x.pt")]) == 2
     assert "not a training checkpoint" in capsys.readouterr().err
+
+
+def _froc_report(path, thresholds, fp_per_case):
+    path.write_text(json.dumps({"detection": {"curve": {
+        "thresholds": [None, *thresholds], "fp_per_case": [0.0, *fp_per_case],
+        "sensitivity": [0.0] * (len(thresholds) + 1), "n_truth": 4, "n_cases": 2}}}))
+    return path
+
+
+def test_threshold_from_a_validation_report_keeps_the_false_positive_rate(checkpoint, tmp_path, capsys):
+    report = _froc_report(tmp_path / "val.json", [0.97, 0.9, 0.72, 0.41, 0.2], [0.0, 0.5, 1.0, 1.5, 3.0])
+    assert export_mod.threshold_from_report(report, 1.0) == 0.72
+    assert export_mod.threshold_from_report(report, 0.2) == 0.97
+    out = tmp_path / "m.pt"
+    assert main(["--checkpoint", str(checkpoint[0]), "--out", str(out), "--threshold-from", str(report),
+                 "--max-fp-per-case", "0.5"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["detection_threshold"] == 0.9
+    assert load_model(out, "cpu").detection_threshold == 0.9
+    assert "detection threshold 0.9000" in capsys.readouterr().out
+    noisy = _froc_report(tmp_path / "noisy.json", [0.9], [2.0])
+    assert main(["--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "n.pt"), "--threshold-from", str(noisy)]) == 2
+    assert "no score threshold" in capsys.readouterr().err and not (tmp_path / "n.pt").exists()
+
+
+def test_inference_settings_go_into_the_card_and_nothing_else_is_allowed(checkpoint, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    assert main(["--checkpoint", str(checkpoint[0]), "--out", str(out), "--inference",
+                 "rpn_post_nms_top_n_test=1000", "box_nms_thresh=0.3"]) == 0
+    arch = json.loads(out.with_suffix(".json").read_text())["architecture"]
+    assert arch["rpn_post_nms_top_n_test"] == 1000 and isinstance(arch["rpn_post_nms_top_n_test"], int)
+    assert arch["box_nms_thresh"] == 0.3
+    loaded = load_model(out, "cpu")
+    assert loaded.net.rpn.post_nms_top_n["test"] == 1000 and loaded.net.roi_heads.nms_thresh == 0.3
+    for bad in ("fpn_channels=32", "rpn_post_nms_top_n_test", "box_nms_thresh=high"):
+        assert main(["--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "x.pt"), "--inference", bad]) == 2
+        assert "--inference" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
