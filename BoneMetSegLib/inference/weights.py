@@ -8,6 +8,7 @@ refused instead of executed.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Mapping
@@ -78,7 +79,11 @@ def save_weights(state_dict: Mapping, card: dict, path: str | Path, half: bool =
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        torch.save(tensors, tmp)
+        # through memory: saved to a path, the archive is named after the (random) temporary
+        # file, so the same tensors gave other bytes and another sha256 on every export
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        tmp.write_bytes(buffer.getvalue())
         sha = sha256_of_file(tmp)
         default_permissions(tmp)
         os.replace(tmp, path)

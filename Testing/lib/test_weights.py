@@ -73,6 +73,13 @@ def test_round_trip_float32_via_pt_and_json(tmp_path):
     assert preprocess_config_from_card(card) == PreprocessConfig(crop_margin_mm=8.0)
 
 
+def test_the_same_tensors_give_the_same_bytes_and_sha256(tmp_path):
+    """An export that is repeated (to add evaluation figures to the card) keeps the weights' sha256."""
+    a = save_weights(_state_dict(), _card(), tmp_path / "a" / "default.pt", half=True)
+    b = save_weights(_state_dict(), _card(), tmp_path / "b" / "other.pt", half=True)
+    assert a["sha256"] == b["sha256"] == _sha(tmp_path / "b" / "other.pt")
+
+
 def test_round_trip_half_is_smaller_and_loads_as_float32(tmp_path):
     sd = {"w": torch.randn(64, 64, 8), "b": torch.randn(64), "n": torch.tensor(7)}
     full = tmp_path / "full.pt"
