@@ -59,9 +59,10 @@ def package_weights_path() -> Path:
 
 def build_card(ckpt: dict, name: str | None = None, version: str | None = None,
                detection_threshold: float = 0.5, eval_report: Path | None = None,
-               inference: dict | None = None) -> tuple[dict, ModelConfig]:
+               inference: dict | None = None, note: str | None = None) -> tuple[dict, ModelConfig]:
     """The model card of a training checkpoint (without the file fields that saving adds);
-    ``inference`` overrides :data:`INFERENCE_KEYS` of the architecture."""
+    ``inference`` overrides :data:`INFERENCE_KEYS` of the architecture; ``note``: free text on how
+    the run went (restarts, changed settings), kept in ``training_data``."""
     config, state = ckpt["config"], ckpt["state"]
     model_cfg = ModelConfig.from_dict({**config["model"], **(inference or {})})
     pre = PreprocessConfig.from_dict(config["preprocess"])
@@ -84,7 +85,10 @@ def build_card(ckpt: dict, name: str | None = None, version: str | None = None,
                     "best_val_loss": _finite(state.get("best_val_loss")), "best_epoch": state.get("best_epoch"),
                     "finished": state.get("finished")},
         "config_name": config.get("name"),
+        "synthetic_lesions": config["data"].get("synthetic") if synthetic else None,
     }
+    if note:
+        training_data["note"] = str(note)
     if synthetic:
         training_data["caveat"] = SYNTHETIC_CAVEAT
     card = {
@@ -169,13 +173,14 @@ def _small(value, limit: int = 20):
 
 def export(checkpoint: str | Path, out: str | Path | None = None, *, eval_report: str | Path | None = None,
            into_package: bool = False, name: str | None = None, version: str | None = None,
-           detection_threshold: float = 0.5, inference: dict | None = None) -> list[Path]:
+           detection_threshold: float = 0.5, inference: dict | None = None,
+           note: str | None = None) -> list[Path]:
     """Export ``checkpoint`` to ``out`` and/or the package; returns the ``.pt`` paths written."""
     if out is None and not into_package:
         raise ExportError("give --out DIR/name.pt, --into-package, or both")
     ckpt = load_checkpoint(checkpoint)
     card, model_cfg = build_card(ckpt, name, version, detection_threshold,
-                                 Path(eval_report) if eval_report else None, inference)
+                                 Path(eval_report) if eval_report else None, inference, note)
     net = MaskRCNN3D(model_cfg)
     try:
         net.load_state_dict(ckpt["model"])
@@ -223,6 +228,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-fp-per-case", type=float, default=1.0)
     parser.add_argument("--inference", nargs="*", default=[], metavar="KEY=VALUE",
                         help=f"inference-only architecture settings ({', '.join(INFERENCE_KEYS)})")
+    parser.add_argument("--note", help="free text for the card's training_data (how the run went)")
     args = parser.parse_args(argv)
     try:
         threshold = args.detection_threshold
@@ -232,7 +238,7 @@ def main(argv=None) -> int:
                   f"in {args.threshold_from}")
         paths = export(args.checkpoint, args.out, eval_report=args.eval_report, into_package=args.into_package,
                        name=args.name, version=args.version, detection_threshold=threshold,
-                       inference=parse_inference_settings(args.inference))
+                       inference=parse_inference_settings(args.inference), note=args.note)
     except (ExportError, CheckpointError, FileNotFoundError, BoneMetSegModelError) as exc:
         print(f"training.export: error: {exc}", file=sys.stderr)
         return 2

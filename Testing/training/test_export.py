@@ -127,8 +127,10 @@ def test_threshold_from_a_validation_report_keeps_the_false_positive_rate(checkp
 def test_inference_settings_go_into_the_card_and_nothing_else_is_allowed(checkpoint, tmp_path, capsys):
     out = tmp_path / "m.pt"
     assert main(["--checkpoint", str(checkpoint[0]), "--out", str(out), "--inference",
-                 "rpn_post_nms_top_n_test=1000", "box_nms_thresh=0.3"]) == 0
-    arch = json.loads(out.with_suffix(".json").read_text())["architecture"]
+                 "rpn_post_nms_top_n_test=1000", "box_nms_thresh=0.3", "--note", "resumed once"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training_data"]["note"] == "resumed once" and card["training_data"]["synthetic_lesions"] == "easy"
+    arch = card["architecture"]
     assert arch["rpn_post_nms_top_n_test"] == 1000 and isinstance(arch["rpn_post_nms_top_n_test"], int)
     assert arch["box_nms_thresh"] == 0.3
     loaded = load_model(out, "cpu")
