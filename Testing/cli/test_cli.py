@@ -150,7 +150,7 @@ def test_cli_progress_lines(lesion_case, tmp_path):
 def test_cli_info_prints_the_model_card():
     proc = run_cli("info", check_rc=0)
     card = json.loads(proc.stdout)
-    assert card["name"] and len(card["sha256"]) == 64 and "synthetic" in card["training_data"]
+    assert card["name"] and len(card["sha256"]) == 64 and "synthetic" in json.dumps(card["training_data"])
     assert card["architecture"]["backbone"] == "convnextv2"
 
 

@@ -55,7 +55,7 @@ def test_report_files_and_schema(report):
     for png in ("froc.png", "roc.png"):
         assert mpimg.imread(str(out / png)).shape[:2] == (450, 600)
     assert set(rep) == {"model", "settings", "data", "segmentation", "detection", "classification", "cases", "blds"}
-    assert rep["model"]["name"] and rep["model"]["detection_threshold"] == 0.5
+    assert rep["model"]["name"] and rep["model"]["detection_threshold"] == load_weights(None)[1]["detection_threshold"]
     assert set(rep["detection"]["sensitivity_at_fp"]) == {"0.5", "1", "2", "4"}
     assert set(rep["classification"]) == {"lesion", "patient"}
     text = (out / "report.md").read_text()
