@@ -61,8 +61,8 @@ class BoneMetSeg(ScriptedLoadableModule):
             "that the primary tumour is a lung cancer (3D Mask R-CNN). Pick the CT, click "
             "<b>Segment &amp; classify</b>, review the lesion table, correct masks in the Segment Editor "
             "(its <i>Bone metastasis (AI)</i> effect adds a missed lesion with one click) and re-score them. "
-            "<b>Research use only, not a medical device</b>: the embedded weights are preliminary and "
-            "learned from synthetic lesions. "
+            "<b>Research use only, not a medical device</b>: the embedded weights learned from synthetic "
+            "lesions only; they find large obvious lesions and miss most real metastases (see the model card). "
         )
         self.parent.helpText += self.getDefaultModuleDocumentationLink()
         self.parent.acknowledgementText = (
