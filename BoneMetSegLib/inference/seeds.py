@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..model.anchors import unit_anchor_shapes
 from ..preprocessing.types import Preprocessed
 
 SEED_SIZES_MM = (6.0, 9.0, 12.0, 16.0, 20.0, 24.0, 32.0, 40.0, 48.0)
@@ -30,12 +31,13 @@ def crop_position(pre: Preprocessed, point_lps_mm: Sequence[float]) -> np.ndarra
 def seed_boxes(pre: Preprocessed, points_lps_mm, sizes=SEED_SIZES_MM, ratios=SEED_RATIOS) -> torch.Tensor:
     """``[len(points) * len(sizes) * len(ratios), 6]`` float boxes (z0, y0, x0, z1, y1, x1) in crop
     coordinates, centred on each point; spacing is 1 mm, so sizes in mm are sizes in voxels."""
+    shapes = np.asarray(unit_anchor_shapes(ratios))
     out = []
     for point in points_lps_mm:
         c = crop_position(pre, point)
         for s in sizes:
-            for r in ratios:
-                half = 0.5 * s * np.array([r ** (2 / 3), r ** (-1 / 3), r ** (-1 / 3)])
+            for shape in shapes:
+                half = 0.5 * s * shape
                 out.append(np.concatenate([c - half, c + half]))
     return torch.as_tensor(np.array(out, np.float32).reshape(-1, 6))
 

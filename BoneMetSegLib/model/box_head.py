@@ -8,6 +8,12 @@ from torch import Tensor, nn
 HEAD_NORMS = ("layer", "none")
 
 
+def check_head_norm(norm: str) -> None:
+    """Raise ``ValueError`` unless ``norm`` is one of :data:`HEAD_NORMS`."""
+    if norm not in HEAD_NORMS:
+        raise ValueError(f"norm must be one of {HEAD_NORMS}, got {norm!r}")
+
+
 class BoxHead(nn.Module):
     """torchvision's TwoMLPHead + FastRCNNPredictor in 3D, with its RoI pooler.
 
@@ -24,8 +30,7 @@ class BoxHead(nn.Module):
     def __init__(self, roi_pool: nn.Module, in_channels: int, roi_size: int, hidden: int, num_classes: int,
                  norm: str = "layer") -> None:
         super().__init__()
-        if norm not in HEAD_NORMS:
-            raise ValueError(f"norm must be one of {HEAD_NORMS}, got {norm!r}")
+        check_head_norm(norm)
         self.roi_pool = roi_pool
         self.fc6 = nn.Linear(in_channels * roi_size**3, hidden)
         self.fc7 = nn.Linear(hidden, hidden)
@@ -42,4 +47,4 @@ class BoxHead(nn.Module):
         return self.cls_score(x), self.bbox_pred(x)
 
 
-__all__ = ["BoxHead", "HEAD_NORMS"]
+__all__ = ["BoxHead", "HEAD_NORMS", "check_head_norm"]

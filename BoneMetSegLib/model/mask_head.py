@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .box_head import HEAD_NORMS
+from .box_head import check_head_norm
 
 
 class MaskHead(nn.Module):
@@ -23,8 +23,7 @@ class MaskHead(nn.Module):
     def __init__(self, roi_pool: nn.Module, in_channels: int, channels: int, num_convs: int, num_classes: int,
                  norm: str = "layer") -> None:
         super().__init__()
-        if norm not in HEAD_NORMS:
-            raise ValueError(f"norm must be one of {HEAD_NORMS}, got {norm!r}")
+        check_head_norm(norm)
         self.roi_pool = roi_pool
         convs = []
         for i in range(num_convs):
