@@ -93,7 +93,9 @@ class ScheduleConfig:
     lr_milestones: list = field(default_factory=lambda: [40])  # epochs after which lr *= gamma
     lr_gamma: float = 0.1
     val_batches: int = 16  # fixed validation batches (from the validation patients)
-    early_stopping_patience: int = 10  # epochs without a better validation loss; 0: off
+    val_detection: bool = True  # also the lesion-detection FROC on the validation patches
+    monitor: str = "loss"  # what best.pt and early stopping follow: "loss" (the paper) or "detection" (FROC)
+    early_stopping_patience: int = 10  # epochs without a better monitored figure; 0: off
     early_stopping_min_delta: float = 0.0
     checkpoint_every_steps: int = 0  # also write last.pt inside an epoch (0: at epoch ends)
     max_steps: int | None = None  # stop (resumably) after this many steps in total
@@ -288,6 +290,10 @@ def validate(cfg: TrainConfig) -> list[str]:
         p.append(f"schedule.lr_milestones must be increasing epoch numbers >= 1, not {s.lr_milestones}")
     if s.val_batches < 1:
         p.append("schedule.val_batches must be >= 1 (early stopping needs a validation loss)")
+    if s.monitor not in ("loss", "detection"):
+        p.append(f"schedule.monitor must be 'loss' or 'detection', not {s.monitor!r}")
+    elif s.monitor == "detection" and not s.val_detection:
+        p.append("schedule.monitor 'detection' needs schedule.val_detection: true")
     if s.early_stopping_patience < 0 or s.checkpoint_every_steps < 0:
         p.append("schedule.early_stopping_patience and checkpoint_every_steps must be >= 0")
     if s.max_steps is not None and s.max_steps < 1:

@@ -77,12 +77,14 @@ def build_card(ckpt: dict, name: str | None = None, version: str | None = None,
         "recipe": (
             f"AdamW lr {optim['lr']:g} (x{sched['lr_gamma']:g} after epoch(s) {sched['lr_milestones']}), "
             f"batch {optim['batch_size']}, {sched['steps_per_epoch']} steps per epoch, up to {sched['epochs']} "
-            f"epochs with early stopping on validation loss; patches {config['data']['patch_size']}; "
+            f"epochs with early stopping on validation {_monitored(sched)}; patches {config['data']['patch_size']}; "
             + (f"augmentation: rotation up to {aug['rotate_deg']:g} degrees, scaling {aug['scale']}, "
                f"flips on axes {aug['flip_axes']}" if aug["enabled"] else "no augmentation")
         ),
         "trained": {"epoch": state.get("epoch"), "steps": state.get("step"),
-                    "best_val_loss": _finite(state.get("best_val_loss")), "best_epoch": state.get("best_epoch"),
+                    "best_val_loss": _finite(state.get("best_val_loss")),
+                    "best_val_froc": _finite(state.get("best_val_froc")), "monitor": sched.get("monitor", "loss"),
+                    "best_epoch": state.get("best_epoch"),
                     "finished": state.get("finished")},
         "config_name": config.get("name"),
         "synthetic_lesions": config["data"].get("synthetic") if synthetic else None,
@@ -157,6 +159,10 @@ def metrics_from_report(path: Path) -> dict:
         figures = _small({k: v for k, v in report.items() if k != "cases"})
     return {"evaluation": figures, "evaluation_report": path.name,
             "evaluation_report_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def _monitored(sched: dict) -> str:
+    return "detection FROC" if sched.get("monitor") == "detection" else "loss"
 
 
 def _finite(value):

@@ -36,6 +36,7 @@ from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoi
 from .config import ConfigError, TrainConfig, load_config
 from .data_source import CaseSource, DataSourceError, PatchStream, train_loader, validation_batches
 from .engine import targets_to
+from .val_detection import ScoreHistogram, detect_batches
 
 
 ALL_EPOCHS_DONE = "all epochs done"  # a run finished this way goes on when its config asks for more epochs
@@ -74,7 +75,7 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
     torch.manual_seed(cfg.seed * 1000 + 17 + info.rank)  # sampling inside the model: per rank
 
     state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best_val_loss": math.inf, "best_epoch": None,
-             "epochs_without_improvement": 0, "finished": None}
+             "best_val_froc": -math.inf, "epochs_without_improvement": 0, "finished": None}
     ckpt_path = Path(resume) if resume else run_dir / "last.pt"
     ckpt = None
     if resume or ckpt_path.is_file():
@@ -151,13 +152,18 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
         state["epoch"] += 1
         state["step_in_epoch"] = 0
         scheduler.step()
-        improved = val["loss"] < state["best_val_loss"] - s.early_stopping_min_delta
+        improved = _improved(val, state, s)
+        if "val_froc" in val:
+            state["best_val_froc"] = max(state.get("best_val_froc", -math.inf), val["val_froc"])
+        state["best_val_loss"] = min(state["best_val_loss"], val["loss"])
         if improved:
-            state.update(best_val_loss=val["loss"], best_epoch=state["epoch"], epochs_without_improvement=0)
+            state.update(best_epoch=state["epoch"], epochs_without_improvement=0)
         else:
             state["epochs_without_improvement"] += 1
         log.write({"type": "val", "epoch": state["epoch"], "step": state["step"], **val, "improved": improved})
-        echo(f"epoch {state['epoch']}/{s.epochs}: val loss {val['loss']:.4f}"
+        froc = (f", FROC {val['val_froc']:.3f} (sens {val['val_sens_at_1fp']:.2f} at 1 FP/patch, "
+                f"{val['val_lesions']} lesions)") if "val_froc" in val else ""
+        echo(f"epoch {state['epoch']}/{s.epochs}: val loss {val['loss']:.4f}{froc}"
              f"{' (best)' if improved else ''}, lr {optimizer.param_groups[0]['lr']:.2e}")
         if s.early_stopping_patience and state["epochs_without_improvement"] >= s.early_stopping_patience:
             state["finished"] = f"early stopping after epoch {state['epoch']}"
@@ -175,7 +181,8 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
     if info.is_main:
         plot_losses(run_dir / "log.jsonl", run_dir / "loss_curve.png")
         summary = {k: v for k, v in state.items() if k != "data"}
-        summary["best_val_loss"] = None if math.isinf(summary["best_val_loss"]) else summary["best_val_loss"]
+        for key in ("best_val_loss", "best_val_froc"):
+            summary[key] = None if math.isinf(summary.get(key, math.inf)) else summary[key]
         (run_dir / "summary.json").write_text(json.dumps({**summary, "stopped": stop}, indent=1))
     return {"model": model.eval(), "history": history, "state": state, "run_dir": run_dir}
 
@@ -213,9 +220,17 @@ def _train_step(ddp, optimizer, scaler, images, targets, device, amp: bool, grad
     return record
 
 
+def _improved(val: dict, state: dict, s) -> bool:
+    """Whether this validation beats the best so far on ``schedule.monitor``."""
+    if s.monitor == "detection":
+        return val["val_froc"] > state.get("best_val_froc", -math.inf) + s.early_stopping_min_delta
+    return val["loss"] < state["best_val_loss"] - s.early_stopping_min_delta
+
+
 def validate(model, source: CaseSource, cfg: TrainConfig, info: distributed.DistInfo, batch_size: int) -> dict:
     """Mean losses over the fixed validation batches (training-mode heads, no drop-path, no
-    gradient, a fixed sampling seed so the same weights always give the same value)."""
+    gradient, a fixed sampling seed so the same weights always give the same value), then, when
+    ``schedule.val_detection``, the detection FROC on the same patches (``training.val_detection``)."""
     net = unwrap(model)
     net.train()
     net.backbone.eval()  # drop-path (and batch-norm statistics) off
@@ -232,11 +247,19 @@ def validate(model, source: CaseSource, cfg: TrainConfig, info: distributed.Dist
                 sums[k] = sums.get(k, 0.0) + float(v)
             sums["loss"] = sums.get("loss", 0.0) + float(sum(losses.values()))
             n += 1
+        hist = None
+        if cfg.schedule.val_detection:
+            torch.manual_seed(cfg.seed + 99)
+            batches = validation_batches(source, cfg, batch_size, info.rank, info.world_size)
+            hist = detect_batches(net, batches, device, amp)
     net.train()
     keys = sorted(sums) if sums else ["loss"]
     totals = distributed.all_reduce_sum([sums.get(k, 0.0) for k in keys] + [float(n)], info)
     count = max(totals[-1], 1.0)
-    return {f"val_{k}" if k != "loss" else "loss": v / count for k, v in zip(keys, totals[:-1])}
+    out = {f"val_{k}" if k != "loss" else "loss": v / count for k, v in zip(keys, totals[:-1])}
+    if hist is not None:
+        out.update(ScoreHistogram.from_list(distributed.all_reduce_sum(hist.to_list(), info)).summary())
+    return out
 
 
 def _cap_reached(s, state, t0, info) -> str | None:

@@ -128,8 +128,10 @@ def build_rpn_matcher(config) -> Matcher:
     if config.rpn_matcher == "iou":
         return IoUMatcher(config.rpn_fg_iou_thresh, config.rpn_bg_iou_thresh, allow_low_quality_matches=True)
     if config.rpn_matcher == "atss":
+        if not (isinstance(config.rpn_atss_candidates, int) and config.rpn_atss_candidates >= 1):
+            raise ValueError(f"rpn_atss_candidates must be a whole number >= 1, not {config.rpn_atss_candidates!r}")
         # center_in_gt=False: MONAI's advice for small objects (lesions of a few mm).
-        return ATSSMatcher(num_candidates=4, similarity_fn=box_iou, center_in_gt=False)
+        return ATSSMatcher(num_candidates=config.rpn_atss_candidates, similarity_fn=box_iou, center_in_gt=False)
     raise ValueError(f"unknown rpn_matcher {config.rpn_matcher!r}; use 'iou' or 'atss'")
 
 

@@ -119,6 +119,17 @@ def test_atss_matcher_is_selectable_and_matches_the_central_anchors():
     assert ((centres >= 20) & (centres <= 28)).all()
     with pytest.raises(ValueError):
         build_rpn_matcher(ModelConfig(rpn_matcher="nope"))
+    with pytest.raises(ValueError, match="rpn_atss_candidates"):
+        build_rpn_matcher(ModelConfig(rpn_atss_candidates=0))
+
+
+def test_more_atss_candidates_give_more_positives():
+    _, _, anchors = _levels((64, 64, 64))
+    gt = torch.tensor([[18.0, 20, 22, 36, 38, 40]])
+    num_locs = [a.shape[0] // 3 for a in anchors]
+    counts = [int((build_rpn_matcher(ModelConfig(rpn_atss_candidates=k))(gt, torch.cat(anchors), num_locs, 3)[1]
+                   == 0).sum()) for k in (4, 9)]
+    assert 1 <= counts[0] < counts[1]
 
 
 @pytest.mark.parametrize(
