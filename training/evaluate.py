@@ -28,10 +28,12 @@ from BoneMetSegLib.io.atomic import atomic_write
 from BoneMetSegLib.postprocess.lesions import lesion_records
 
 from .dataset import list_cases, load_case, validate_dataset
+from .dataset.format import DATASET_JSON
 from .evaluation_report import write_froc_png, write_markdown, write_roc_png
 from .metrics import classification, detection, segmentation
 
 EVAL_THRESHOLD = 0.05  # predictions kept for the FROC curve
+SIZE_BINS_MM = ((0, 10), (10, 20), (20, None))  # equivalent diameter
 DEFAULT_BLDS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "blds-dev"
 REPORT_FILES = ("report.md", "report.json", "froc.png", "roc.png")
 
@@ -65,11 +67,46 @@ def evaluate_case(model, case, eval_threshold: float, detection_threshold: float
     pairs = [(les.lung_origin_probability, truth_origins[t])
              for les, t in zip(result.lesions, match.truth_of) if t >= 0 and les.detection_score >= detection_threshold]
     at_thr = detection.at_threshold([match], detection_threshold)
+    lesions = [{"label": r.label_value, "diameter_mm": equivalent_diameter_mm(r.volume_ml)} for r in truths]
+    for les, score in zip(lesions, detection.best_scores(match)):
+        les["score"] = float(score)
     row = {"case_id": case.case_id, "patient_id": case.patient_id, "n_true": len(truths),
            "n_predicted": len(shown), "hits": at_thr["hits"], "false_positives": at_thr["false_positives"],
            **segmentation.voxel_metrics(counts), "seconds": round(seconds, 2)}
-    return {"match": match, "counts": counts, "pairs": pairs, "row": row,
+    return {"match": match, "counts": counts, "pairs": pairs, "row": row, "lesions": lesions,
             "patient": {"patient_id": case.patient_id, "true_origins": truth_origins, "predicted": shown}}
+
+
+def equivalent_diameter_mm(volume_ml: float) -> float:
+    """Diameter of the sphere of this volume."""
+    return float((6.0 * 1000.0 * volume_ml / math.pi) ** (1.0 / 3.0))
+
+
+def lesion_kinds(data_dir: Path) -> dict:
+    """``{(case_id, label): kind}`` from a synthetic data set's ``dataset.json`` (empty otherwise)."""
+    try:
+        cases = json.loads((Path(data_dir) / DATASET_JSON).read_text(encoding="utf-8"))["generator"]["cases"]
+        return {(cid, int(les["label"])): str(les["kind"]) for cid, rows in cases.items() for les in rows}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def detection_by_group(lesions: list, detection_threshold: float, threshold_1fp: float) -> dict:
+    """Lesions found, by size (equivalent diameter) and by kind where known: at the detection
+    threshold and at the data set's <= 1 FP/case operating point."""
+    def block(rows):
+        n = len(rows)
+        at_det = sum(r["score"] >= detection_threshold for r in rows)
+        at_1fp = sum(r["score"] >= threshold_1fp for r in rows)
+        return {"n": n, "found_at_detection_threshold": at_det, "found_at_1fp": at_1fp,
+                "sensitivity_at_detection_threshold": at_det / n if n else None,
+                "sensitivity_at_1fp": at_1fp / n if n else None}
+
+    groups = {f"{lo}-{hi} mm" if hi else f">= {lo} mm": [r for r in lesions if lo <= r["diameter_mm"] < (hi or math.inf)]
+              for lo, hi in SIZE_BINS_MM}
+    for kind in sorted({r["kind"] for r in lesions if r.get("kind")}):
+        groups[kind] = [r for r in lesions if r.get("kind") == kind]
+    return {"threshold_1fp": threshold_1fp, "groups": {k: block(v) for k, v in groups.items()}}
 
 
 def evaluate_dataset(model, data_dir: Path, eval_threshold: float = EVAL_THRESHOLD,
@@ -86,12 +123,16 @@ def evaluate_dataset(model, data_dir: Path, eval_threshold: float = EVAL_THRESHO
     lesion_pairs = [(s, o, r["row"]["patient_id"]) for r in results for s, o in r["pairs"]]
     patients = classification.patient_rows([r["patient"] for r in results])
     scored = [p for p in patients if p["truth"] is not None and p["score"] is not None]
+    froc = detection.froc_summary(matches)
+    kinds = lesion_kinds(data_dir)
+    lesions = [{**les, "case_id": r["row"]["case_id"], "kind": kinds.get((r["row"]["case_id"], les["label"]))}
+               for r in results for les in r["lesions"]]
     return {
         "data": {"path": str(data_dir), "n_cases": len(results), "n_patients": len(patients),
                  "n_lesions": sum(m.n_truth for m in matches)},
         "segmentation": segmentation.summarize([r["counts"] for r in results]),
-        "detection": {**detection.froc_summary(matches),
-                      "at_detection_threshold": detection.at_threshold(matches, det_thr)},
+        "detection": {**froc, "at_detection_threshold": detection.at_threshold(matches, det_thr),
+                      "by_group": detection_by_group(lesions, det_thr, detection.threshold_at(froc["curve"], 1.0))},
         "classification": {
             "lesion": {**_origin_block(lesion_pairs, origin_threshold, n_boot, seed),
                        "n_true_lesions_not_found": sum(m.n_truth for m in matches) - len(lesion_pairs)},
@@ -101,6 +142,7 @@ def evaluate_dataset(model, data_dir: Path, eval_threshold: float = EVAL_THRESHO
                         "n_mixed_truth": sum(p["truth"] is None for p in patients)},
         },
         "cases": [r["row"] for r in results],
+        "lesions": lesions,
     }
 
 

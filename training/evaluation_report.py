@@ -53,6 +53,7 @@ def write_markdown(report: dict, path: Path) -> None:
         f"{det['at_detection_threshold']['n_truth']} lesions found, "
         f"{_f(det['at_detection_threshold']['fp_per_case'], 2)} false positives per case. FROC: `froc.png`.",
         "",
+        *_group_lines(det.get("by_group")),
         "## Origin classification (lung = positive)",
         "",
         "| level | n (lung/other) | AUC (95% CI, patient bootstrap) | accuracy | sensitivity | specificity | F1 |",
@@ -83,6 +84,22 @@ def write_markdown(report: dict, path: Path) -> None:
     lines += [f"| {c['case_id']} | {c['patient_id']} | {c['n_true']} | {c['n_predicted']} | {c['hits']} | "
               f"{c['false_positives']} | {_f(c['dsc'])} | {c['seconds']} |" for c in report["cases"]]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _group_lines(by_group: dict | None) -> list[str]:
+    """Detection by lesion size and kind (older reports have none)."""
+    if not by_group:
+        return []
+    t1 = by_group["threshold_1fp"]
+    lines = ["### Found lesions by size (equivalent diameter) and kind", "",
+             f"At the detection threshold, and at the <= 1 FP/case operating point of this data set "
+             f"(score >= {_f(t1) if t1 is not None else 'n/a'}).", "",
+             "| lesions | n | found at detection threshold | found at <= 1 FP/case |", "| --- | --- | --- | --- |"]
+    for name, b in by_group["groups"].items():
+        if b["n"]:
+            lines.append(f"| {name} | {b['n']} | {b['found_at_detection_threshold']} ({_f(b['sensitivity_at_detection_threshold'], 2)}) "
+                         f"| {b['found_at_1fp']} ({_f(b['sensitivity_at_1fp'], 2)}) |")
+    return lines + [""]
 
 
 def _figure() -> tuple:

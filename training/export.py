@@ -34,6 +34,7 @@ from BoneMetSegLib.model import MaskRCNN3D, ModelConfig
 from BoneMetSegLib.preprocessing.types import PreprocessConfig
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .metrics.detection import threshold_at
 
 MAX_BYTES = 30 * 1024 * 1024
 SYNTHETIC_CAVEAT = (
@@ -134,13 +135,12 @@ def threshold_from_report(path: Path, max_fp_per_case: float) -> float:
     under ``max_fp_per_case`` false positives per case (choose it on validation data, not the test set)."""
     try:
         curve = json.loads(Path(path).read_text(encoding="utf-8"))["detection"]["curve"]
-        pairs = [(float(t), float(fp)) for t, fp in zip(curve["thresholds"], curve["fp_per_case"]) if t is not None]
+        threshold = threshold_at(curve, max_fp_per_case)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ExportError(f"{path} is not a training.evaluate report with a FROC curve ({exc})") from None
-    ok = [t for t, fp in pairs if fp <= max_fp_per_case]
-    if not ok:
+    if not math.isfinite(threshold):
         raise ExportError(f"no score threshold in {path} keeps false positives at or under {max_fp_per_case} per case")
-    return min(ok)
+    return threshold
 
 
 def metrics_from_report(path: Path) -> dict:

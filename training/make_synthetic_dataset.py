@@ -9,7 +9,9 @@ DICOM folder), or "heldout": the TotalSegmentator DICOM series
 Case ``i`` is one synthetic patient (``training.synthetic.plant_lesions``) drawn with the seed
 ``(S, i)``, so a case does not depend on how many others are made. ``--crop MM`` cuts each case
 to a cube of that size around a random bone voxel (small cases for tests and quick checks).
-The generator's settings and each lesion's kind, site and size go to ``dataset.json``.
+The generator's settings and each lesion's kind, site and size go to ``dataset.json`` (with those
+of the cases that earlier runs wrote into the same folder; ``training.evaluate`` reports detection
+by kind from them).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def make_dataset(host: Host, n_cases: int, seed: int, out: Path, config: Synthet
         written.append(write_case(out, case_id, image, labels, {les["label"]: les["origin"] for les in lesions}))
         details[case_id] = [{k: les[k] for k in ("label", "origin", "kind", "site", "radius_mm", "n_voxels")}
                             for les in lesions]
+    details = {**_earlier_cases(out / DATASET_JSON), **details}
     meta = {
         "name": f"synthetic-{host.name}-{seed}",
         "description": (f"{n_cases} synthetic patients: lesions planted in real bone of host '{host.name}' "
@@ -78,6 +81,14 @@ def make_dataset(host: Host, n_cases: int, seed: int, out: Path, config: Synthet
     with atomic_write(out / DATASET_JSON, overwrite=True) as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return written
+
+
+def _earlier_cases(path: Path) -> dict:
+    """Lesion details of the cases an earlier run wrote into the same folder (kept with them)."""
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8"))["generator"]["cases"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _random_crop(host: Host, size: int, config: SyntheticConfig, rng: np.random.Generator) -> Host:

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from BoneMetSegLib.inference.predictor import load_model
 from BoneMetSegLib.inference.weights import load_weights, save_weights
 from training.dataset import list_cases, load_case, validate_dataset
+from training.evaluate import detection_by_group, equivalent_diameter_mm, lesion_kinds
 from training.evaluate import main as evaluate_main
 from training.make_synthetic_dataset import main as make_main
 from training.metrics import detection, segmentation
@@ -54,7 +55,8 @@ def test_report_files_and_schema(report):
     assert sorted(p.name for p in out.iterdir()) == ["froc.png", "report.json", "report.md", "roc.png"]
     for png in ("froc.png", "roc.png"):
         assert mpimg.imread(str(out / png)).shape[:2] == (450, 600)
-    assert set(rep) == {"model", "settings", "data", "segmentation", "detection", "classification", "cases", "blds"}
+    assert set(rep) == {"model", "settings", "data", "segmentation", "detection", "classification", "cases", "lesions",
+                        "blds"}
     assert rep["model"]["name"] and rep["model"]["detection_threshold"] == load_weights(None)[1]["detection_threshold"]
     assert set(rep["detection"]["sensitivity_at_fp"]) == {"0.5", "1", "2", "4"}
     assert set(rep["classification"]) == {"lesion", "patient"}
@@ -80,6 +82,43 @@ def test_report_numbers_agree_with_the_data_and_metrics(report, dataset):
     assert lesion["n"] == at["hits"]  # every true lesion found at the threshold gets classified
     patient = rep["classification"]["patient"]
     assert patient["n"] + patient["n_without_prediction"] + patient["n_mixed_truth"] == rep["data"]["n_patients"]
+
+
+def test_detection_by_size_and_kind_adds_up(report, dataset):
+    _, rep = report
+    groups, at = rep["detection"]["by_group"]["groups"], rep["detection"]["at_detection_threshold"]
+    sizes = [g for name, g in groups.items() if name.endswith("mm")]
+    kinds = {name: g for name, g in groups.items() if not name.endswith("mm")}
+    assert sum(g["n"] for g in sizes) == rep["data"]["n_lesions"] == len(rep["lesions"])
+    assert sum(g["found_at_detection_threshold"] for g in sizes) == at["hits"]
+    planted = json.loads((dataset / "dataset.json").read_text())["generator"]["cases"]
+    expected = {}
+    for rows in planted.values():
+        for les in rows:
+            expected[les["kind"]] = expected.get(les["kind"], 0) + 1
+    assert {k: g["n"] for k, g in kinds.items()} == expected
+    t1 = detection.threshold_at(rep["detection"]["curve"], 1.0)
+    found = sum(les["score"] is not None and les["score"] >= t1 for les in rep["lesions"])
+    assert sum(g["found_at_1fp"] for g in sizes) == found
+    assert "by size (equivalent diameter) and kind" in (report[0] / "report.md").read_text()
+
+
+def test_detection_by_group_by_hand():
+    lesions = [{"diameter_mm": 5.0, "score": 0.9, "kind": "lytic"}, {"diameter_mm": 12.0, "score": 0.4, "kind": "lytic"},
+               {"diameter_mm": 25.0, "score": -np.inf, "kind": "blastic"}, {"diameter_mm": 10.0, "score": 0.6}]
+    out = detection_by_group(lesions, detection_threshold=0.5, threshold_1fp=0.3)["groups"]
+    assert {k: (g["n"], g["found_at_detection_threshold"], g["found_at_1fp"]) for k, g in out.items()} == {
+        "0-10 mm": (1, 1, 1), "10-20 mm": (2, 1, 2), ">= 20 mm": (1, 0, 0), "blastic": (1, 0, 0), "lytic": (2, 1, 2)}
+    assert equivalent_diameter_mm(4.0 / 3.0 * np.pi * 1e-3) == pytest.approx(2.0)  # r = 1 mm sphere
+
+
+def test_a_second_run_into_the_same_folder_keeps_the_first_runs_lesion_details(shared_data, tmp_path):
+    for seed in ("21", "22"):
+        assert make_main(["--host", "heldout", "--cases", "1", "--seed", seed, "--out", str(tmp_path), "--easy",
+                          "--crop", "48", "--shared-data", str(shared_data)]) == 0
+    cases = json.loads((tmp_path / "dataset.json").read_text())["generator"]["cases"]
+    assert sorted(cases) == sorted(c.name for c in list_cases(tmp_path)) and len(cases) == 2
+    assert set(lesion_kinds(tmp_path).values()) <= {"lytic", "blastic"} and len(lesion_kinds(tmp_path)) >= 2
 
 
 def test_voxel_metrics_equal_a_run_at_the_detection_threshold(report, dataset):

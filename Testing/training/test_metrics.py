@@ -95,6 +95,16 @@ def test_froc_points_by_hand():
     assert (at["hits"], at["false_positives"], at["sensitivity"], at["fp_per_case"]) == (1, 3, 0.25, 1.5)
 
 
+def test_operating_point_and_best_scores_by_hand():
+    cases = [case_match([0.9, 0.6, 0.3], [0, -1, 1], 2), case_match([0.8, 0.7, 0.5], [-1, -1, 0], 2)]
+    curve = det.froc_curve(cases)
+    assert det.threshold_at(curve, 1.0) == 0.7 and det.threshold_at(curve, 0.4) == 0.9
+    assert det.threshold_at(curve, 2.0) == 0.3
+    assert det.threshold_at(det.froc_curve([case_match([0.8], [-1], 1)]), 0.5) == math.inf
+    assert det.best_scores(cases[0]).tolist() == [0.9, 0.3]
+    assert det.best_scores(cases[1]).tolist() == [0.5, -math.inf]
+
+
 def test_froc_tied_scores_enter_together():
     curve = det.froc_curve([case_match([0.7, 0.7], [-1, 0], 1)])
     assert curve["fp_per_case"] == [0, 1.0] and curve["sensitivity"] == [0, 1.0]

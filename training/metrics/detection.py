@@ -101,6 +101,22 @@ def sensitivity_at(curve: dict, fp_per_case: float) -> float:
     return float(np.max(sens[ok])) if curve["n_truth"] else float("nan")
 
 
+def threshold_at(curve: dict, fp_per_case: float) -> float:
+    """The lowest score threshold of ``curve`` with at most ``fp_per_case`` false positives per
+    case (``inf`` when even the highest one has more)."""
+    ok = [t for t, fp in zip(curve["thresholds"], curve["fp_per_case"])
+          if t is not None and fp <= fp_per_case + 1e-12]
+    return float(min(ok)) if ok else float("inf")
+
+
+def best_scores(case: CaseMatch) -> np.ndarray:
+    """(n_truth,) score of the prediction matched to each true lesion (-inf: none)."""
+    out = np.full(case.n_truth, -np.inf)
+    hit = case.truth_of >= 0
+    out[case.truth_of[hit]] = case.scores[hit]
+    return out
+
+
 def at_threshold(cases: list, threshold: float) -> dict:
     """Hits, false positives, sensitivity and FP per case counting predictions scoring >= threshold."""
     hits = sum(int(np.count_nonzero(c.hits & (c.scores >= threshold))) for c in cases)
@@ -118,4 +134,4 @@ def froc_summary(cases: list, fp_rates=FP_RATES) -> dict:
 
 
 __all__ = ["CaseMatch", "box_iou", "centre_inside", "match_lesions", "froc_curve", "sensitivity_at",
-           "at_threshold", "froc_summary", "HIT_IOU", "FP_RATES"]
+           "threshold_at", "best_scores", "at_threshold", "froc_summary", "HIT_IOU", "FP_RATES"]
