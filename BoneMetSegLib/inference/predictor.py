@@ -21,7 +21,7 @@ from ..errors import BoneMetSegInputError
 from ..io.read import ct_from_image, read_ct
 from ..model import MaskRCNN3D
 from ..postprocess.instances import crop_labels_to_input_grid, detections_to_instances
-from ..postprocess.bone_filter import filter_outside_bone
+from ..postprocess.bone_filter import drop_metal_lesions, filter_outside_bone
 from ..postprocess.lesions import lesion_records, patient_summary
 from ..preprocessing.pipeline import crop_hu, preprocess
 from ..preprocessing.types import CTImage
@@ -37,6 +37,7 @@ DEFAULT_TILE = (192, 192, 192)  # voxels at 1 mm; a whole chest-CT bone crop is 
 DEFAULT_OVERLAP = 48  # > the largest lesion (40 mm) so that every lesion is whole in one tile
 CPU_TILE = (384, 384, 384)  # the CPU has more memory than speed: a chest/abdomen crop in one tile
 BONE_FILTER_RADIUS_MM = 10  # a lesion must lie mostly within 10 mm of bone (> bone threshold HU)
+METAL_MEDIAN_HU = 2000.0  # a lesion whose median HU is above this lies on metal (an implant)
 
 
 class Predictor:
@@ -119,6 +120,9 @@ class Predictor:
                 labels_crop, source_index, crop_hu(pre), self.preprocess_config.bone_threshold_hu,
                 self.bone_filter_radius_mm,
             )
+        if self.metal_median_hu is not None and source_index:
+            labels_crop, source_index = drop_metal_lesions(labels_crop, source_index, crop_hu(pre),
+                                                           self.metal_median_hu)
         check_cancel(cancel)
         labelmap = crop_labels_to_input_grid(labels_crop, pre, ct.image)
         probs = det["class_probs"][torch.as_tensor(source_index, dtype=torch.long)].tolist() if source_index else []
@@ -153,6 +157,12 @@ class Predictor:
         """Lesions need half their voxels within this distance of bone (card; None: no filter)."""
         value = self.card.get("bone_filter_radius_mm", BONE_FILTER_RADIUS_MM)
         return None if value is None else int(value)
+
+    @property
+    def metal_median_hu(self) -> float | None:
+        """Lesions whose median HU is above this are dropped as metal (card; None: no filter)."""
+        value = self.card.get("metal_median_hu", METAL_MEDIAN_HU)
+        return None if value is None else float(value)
 
     def detect(self, array: np.ndarray, progress=None, cancel=None, tile=None, warn=None,
                seeds: Optional[torch.Tensor] = None) -> dict:

@@ -1,8 +1,12 @@
-"""Bone metastases live in bone: drop detections that lie mostly away from it.
+"""Bone metastases live in bone and are not metal: drop detections that the CT under them rules out.
 
 A voxel is "near bone" when some voxel within ``radius_mm`` (a cube, on the 1 mm grid) is above
 ``threshold_hu``. A lytic lesion (soft-tissue density) is surrounded by bone that it destroys, so
 it stays near bone; a false positive in the heart or the bowel does not.
+
+Metal (joint prostheses, spinal screws, dental fillings, coils) is far denser than any bone: a
+detection whose median HU is above ``max_median_hu`` (2000 by default; sclerotic metastases are
+300 to 1500 HU, cortical bone up to about 1900) sits on an implant, not on a metastasis.
 """
 
 from __future__ import annotations
@@ -35,13 +39,44 @@ def drop_lesions_outside_bone(
         return labels, source
     counts = np.bincount(labels.ravel(), minlength=len(source) + 1)
     inside = np.bincount(labels[near].ravel(), minlength=len(source) + 1)
+    keep = (counts > 0) & (inside >= min_fraction * counts)
+    return keep_labels(labels, source, keep[1:])
+
+
+def keep_labels(labels: np.ndarray, source: list, keep) -> tuple[np.ndarray, list]:
+    """Labels ``v`` with ``keep[v - 1]``, relabelled 1..K' in order, and their ``source`` entries."""
     lut = np.zeros(len(source) + 1, dtype=labels.dtype)
     kept = []
     for value in range(1, len(source) + 1):
-        if counts[value] and inside[value] >= min_fraction * counts[value]:
+        if keep[value - 1]:
             kept.append(source[value - 1])
             lut[value] = len(kept)
     return lut[labels], kept
+
+
+def median_hu_per_label(labels: np.ndarray, hu: np.ndarray, n_labels: int) -> np.ndarray:
+    """(n_labels,) median HU under each label 1..n_labels (NaN for an empty one)."""
+    flat = labels.ravel()
+    idx = np.flatnonzero(flat)
+    lab, val = flat[idx].astype(np.int64), np.asarray(hu).ravel()[idx].astype(np.float64)
+    order = np.lexsort((val, lab))
+    lab, val = lab[order], val[order]
+    starts = np.searchsorted(lab, np.arange(1, n_labels + 2))
+    out = np.full(n_labels, np.nan)
+    for v in range(n_labels):
+        a, b = starts[v], starts[v + 1]
+        if b > a:
+            out[v] = np.median(val[a:b])
+    return out
+
+
+def drop_metal_lesions(labels: np.ndarray, source: list, hu: np.ndarray,
+                       max_median_hu: float = 2000.0) -> tuple[np.ndarray, list]:
+    """Remove labels whose median HU is above ``max_median_hu`` (metal, module doc); relabel 1..K'."""
+    if not source:
+        return labels, source
+    median = median_hu_per_label(labels, hu, len(source))
+    return keep_labels(labels, source, ~(median > max_median_hu) & np.isfinite(median))
 
 
 def filter_outside_bone(
