@@ -52,6 +52,8 @@ class DataConfig:
     split: list = field(default_factory=lambda: [0.70, 0.15, 0.15])  # by patient
     patch_size: list = field(default_factory=lambda: [96, 96, 96])  # (z, y, x) voxels = mm
     p_foreground: float = 0.67  # patch around a lesion, else around random bone
+    hard_negatives: str | None = None  # training.mine_negatives JSON: false positives of an earlier model
+    p_hard_negative: float = 0.5  # share of the non-lesion patches that hold one of them
     min_visible_fraction: float = 0.5  # a lesion cut by the patch border below this: no target
     pool_size: int = 8  # cases held in memory per data worker
     refresh_every: int = 20  # batches between replacing one pooled case with another patient
@@ -261,6 +263,10 @@ def validate(cfg: TrainConfig) -> list[str]:
         p.append(f"data.patch_size must be three integers >= 16 (z, y, x voxels), not {d.patch_size}")
     if not 0 <= d.p_foreground <= 1:
         p.append(f"data.p_foreground must be in [0, 1], not {d.p_foreground}")
+    if not 0 <= d.p_hard_negative <= 1:
+        p.append(f"data.p_hard_negative must be in [0, 1], not {d.p_hard_negative}")
+    if d.hard_negatives and not Path(d.hard_negatives).is_file():
+        p.append(f"data.hard_negatives: {d.hard_negatives} not found; make it with python -m training.mine_negatives")
     if not 0 < d.min_visible_fraction <= 1:
         p.append(f"data.min_visible_fraction must be in (0, 1], not {d.min_visible_fraction}")
     for key in ("pool_size", "refresh_every"):

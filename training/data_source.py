@@ -66,6 +66,7 @@ class CaseSource:
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
+        self._hard = None
         d = cfg.data
         if d.source == "synthetic":
             self.kind = "synthetic"
@@ -122,7 +123,8 @@ class CaseSource:
         rng = np.random.default_rng([self.cfg.seed, i])
         image, labels, lesions = plant_lesions(host, rng=rng, config=self.synth)
         mean, std = case_stats(image, self.cfg.preprocess)
-        return TrainingCase(f"{host.name}-{i:05d}", image, labels, lesions, host.bone, mean, std)
+        return TrainingCase(f"{host.name}-{i:05d}", image, labels, lesions, host.bone, mean, std,
+                            self._mined(self.host_names[i % len(self.host_names)]))
 
     def _dataset_case(self, key: str) -> TrainingCase:
         case = self._load_case(self.case_dirs[key])
@@ -138,7 +140,14 @@ class CaseSource:
             lesions.append({"label": int(value), "origin": case.origins[int(value)],
                             "bbox": mask_to_box(mask).tolist(), "n_voxels": int(mask.sum())})
         mean, std = case_stats(image_hu, self.cfg.preprocess)
-        return TrainingCase(case.case_id, image_hu, labels, lesions, None, mean, std)
+        return TrainingCase(case.case_id, image_hu, labels, lesions, None, mean, std, self._mined(key))
+
+    def _mined(self, key: str):
+        """Mined false-positive centres of this host (synthetic) or case (data set), or None."""
+        if self._hard is None:
+            path = self.cfg.data.hard_negatives
+            self._hard = read_hard_negatives(Path(path)) if path else {}
+        return self._hard.get(str(key))
 
     def split_record(self) -> dict:
         """What goes into the run's ``split.json``."""
@@ -153,6 +162,16 @@ class CaseSource:
         else:
             rec["cases"] = {part: self.cases_of(p) for part, p in self.split.to_dict().items()}
         return rec
+
+
+def read_hard_negatives(path: Path) -> dict:
+    """``{host name or case id: (N, 3) z, y, x centres}`` from ``training.mine_negatives``' JSON."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {str(k): np.array([c["zyx"] for c in v], float).reshape(-1, 3) for k, v in data["negatives"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataSourceError(f"data.hard_negatives {path} is not a training.mine_negatives file ({exc}); "
+                              "make it with python -m training.mine_negatives") from None
 
 
 def _patient_id(case_dir: Path) -> str:
@@ -176,7 +195,8 @@ def training_sample(case: TrainingCase, cfg: TrainConfig, rng: np.random.Generat
     use_aug = augment and a.enabled
     ctx = context_size(size, a.rotate_deg, a.scale[0]) if use_aug and a.p_affine > 0 else size
     start = choose_patch_start(case.image_hu.shape, case.labels, case.lesions, size, rng,
-                               d.p_foreground, bone=case.bone, image_hu=case.image_hu)
+                               d.p_foreground, bone=case.bone, image_hu=case.image_hu,
+                               hard_negatives=case.hard_negatives, p_hard=d.p_hard_negative)
     start = tuple(s - (c - k) // 2 for s, c, k in zip(start, ctx, size))
     patch, _, _, classes, masks = crop_patch(case.image_hu, case.labels, case.lesions, start, ctx,
                                              d.min_visible_fraction)
@@ -263,5 +283,5 @@ def validation_batches(source: CaseSource, cfg: TrainConfig, batch_size: int, ra
         yield collate([training_sample(last[1], cfg, rng, False) for _ in range(batch_size)])
 
 
-__all__ = ["DataSourceError", "Split", "split_patients", "CaseSource", "PatchStream", "training_sample", "collate",
+__all__ = ["DataSourceError", "Split", "split_patients", "CaseSource", "read_hard_negatives", "PatchStream", "training_sample", "collate",
            "train_loader", "validation_batches"]

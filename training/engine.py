@@ -34,6 +34,7 @@ class TrainingCase:
     bone: Optional[np.ndarray]
     mean: float
     std: float
+    hard_negatives: Optional[np.ndarray] = None  # (N, 3) z, y, x voxel centres of mined false positives
 
 
 def case_stats(image_hu: np.ndarray, config: PreprocessConfig) -> tuple[float, float]:

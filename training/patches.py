@@ -45,9 +45,14 @@ def sample_patch(
 def choose_patch_start(
     shape: tuple, labels: np.ndarray, lesions: list[dict], patch_size: int | tuple,
     rng: np.random.Generator, p_foreground: float = 0.67, bone: np.ndarray | None = None,
-    image_hu: np.ndarray | None = None,
+    image_hu: np.ndarray | None = None, hard_negatives: np.ndarray | None = None, p_hard: float = 0.0,
 ) -> tuple:
-    """(z, y, x) index of the patch corner (may be negative where the image is smaller)."""
+    """(z, y, x) index of the patch corner (may be negative where the image is smaller).
+
+    A lesion patch with probability ``p_foreground`` (when there are lesions); otherwise, with
+    probability ``p_hard`` (when ``hard_negatives`` holds (N, 3) voxel centres of false positives
+    mined from a model, ``training.mine_negatives``), a patch holding one of them (anywhere in
+    its middle half), else a patch centred on a random bone voxel."""
     size = np.array(_size3(patch_size))
     shape = np.array(shape)
     if lesions and rng.random() < p_foreground:
@@ -55,6 +60,9 @@ def choose_patch_start(
         lo, hi = _lesion_extent(labels, lesion)
         slack = (size - (hi - lo)) / 2.0  # > 0: the whole lesion fits, keep it inside
         centre = (lo + hi) / 2.0 + rng.uniform(-np.abs(slack), np.abs(slack))
+    elif hard_negatives is not None and len(hard_negatives) and p_hard > 0 and rng.random() < p_hard:
+        centre = np.asarray(hard_negatives[rng.integers(len(hard_negatives))], float) + 0.5
+        centre = centre + rng.uniform(-size / 4.0, size / 4.0)
     else:
         centre = np.array(_random_bone_voxel(shape, bone, image_hu, rng)) + 0.5
     start = np.floor(centre - size / 2.0).astype(int)
