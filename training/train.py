@@ -16,6 +16,7 @@ already holds ``last.pt`` is resumed from it. Only rank 0 writes: ``config.yaml`
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -99,6 +100,15 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
     source = CaseSource(cfg)
     source.preload()
     state["data"] = source.split_record()
+    fingerprint = validation_fingerprint(cfg)
+    if state.get("val_fingerprint") not in (None, fingerprint):
+        echo("the validation patches changed with the data settings: the best validation figures so far are "
+             "not comparable and start again (the previous best.pt is kept as best_before_epoch_"
+             f"{state['epoch']}.pt)")
+        if info.is_main and (run_dir / "best.pt").is_file():
+            (run_dir / "best.pt").replace(run_dir / f"best_before_epoch_{state['epoch']}.pt")
+        state.update(best_val_loss=math.inf, best_val_froc=-math.inf, best_epoch=None, epochs_without_improvement=0)
+    state["val_fingerprint"] = fingerprint
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -185,6 +195,21 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
             summary[key] = None if math.isinf(summary.get(key, math.inf)) else summary[key]
         (run_dir / "summary.json").write_text(json.dumps({**summary, "stopped": stop}, indent=1))
     return {"model": model.eval(), "history": history, "state": state, "run_dir": run_dir}
+
+
+_NOT_IN_VALIDATION = ("shared_data", "hard_negatives", "pool_size", "refresh_every", "num_workers")  # paths, stream
+
+
+def validation_fingerprint(cfg: TrainConfig) -> str:
+    """SHA-256 of everything the validation patches depend on (data, preprocessing, seed, the
+    validation schedule and the mined negatives' content)."""
+    d = cfg.to_dict()
+    data = {k: v for k, v in d["data"].items() if k not in _NOT_IN_VALIDATION}
+    keys = {"seed": d["seed"], "data": data, "preprocess": d["preprocess"],
+            "val": [d["schedule"]["val_batches"], d["optim"]["batch_size"]]}
+    if cfg.data.hard_negatives:
+        keys["hard_negatives"] = hashlib.sha256(Path(cfg.data.hard_negatives).read_bytes()).hexdigest()
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def init_from_weights(model: MaskRCNN3D, path: str | Path) -> None:

@@ -77,3 +77,21 @@ def test_a_finished_run_is_extended_with_the_configs_epochs_and_milestones(tmp_p
     assert sorted(lrs) == [1, 2]
     assert lrs[1] == pytest.approx(lr0 * gamma)  # after the first run's milestone
     assert lrs[2] == pytest.approx(lr0 * gamma ** 2)  # the new milestone, once
+
+
+def test_changed_validation_patches_restart_the_best_figures(tmp_path, shared_data):
+    base = {"run_dir": str(tmp_path / "r"), "data.shared_data": str(shared_data), "schedule.epochs": 1,
+            "schedule.steps_per_epoch": 1, "schedule.val_batches": 2}
+    first = run(load_config(TINY, base), progress=False)
+    assert first["state"]["best_epoch"] == 1 and (tmp_path / "r" / "best.pt").is_file()
+    # same validation patches (a path that only moves the data, more epochs): the best stays
+    same = run(load_config(TINY, {**base, "schedule.epochs": 2, "data.num_workers": 0}), progress=False)
+    assert same["state"]["val_fingerprint"] == first["state"]["val_fingerprint"]
+    assert not (tmp_path / "r" / "best_before_epoch_1.pt").exists()
+    # other patches: the old best is kept aside, and the next validation is the new best
+    messages = []
+    changed = run(load_config(TINY, {**base, "schedule.epochs": 3, "data.p_foreground": 0.5}), progress=False,
+                  echo=messages.append)
+    assert any("not comparable" in m for m in messages)
+    assert (tmp_path / "r" / "best_before_epoch_2.pt").is_file()
+    assert changed["state"]["best_epoch"] == 3 and load_checkpoint(tmp_path / "r" / "best.pt")["state"]["epoch"] == 3
