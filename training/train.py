@@ -317,7 +317,8 @@ def _bar(enabled: bool, total: int, state: dict):
 
 
 def plot_losses(log_path: Path, png_path: Path) -> Path | None:
-    """Training loss (per step and its per-epoch mean) and validation loss per epoch, as a PNG."""
+    """Training loss (per step and its per-epoch mean), validation loss and (when logged) the
+    validation detection FROC per epoch, as a PNG."""
     if not Path(log_path).is_file():
         return None
     import matplotlib
@@ -325,13 +326,15 @@ def plot_losses(log_path: Path, png_path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train, val = {}, {}
+    train, val, froc = {}, {}, {}
     for line in Path(log_path).read_text().splitlines():
         r = json.loads(line)
         if r["type"] == "train":
             train[r["step"]] = (r["loss"], r["epoch"])  # a resumed run overwrites repeated steps
         elif r["type"] == "val":
             val[r["epoch"]] = (r["step"], r["loss"])
+            if r.get("val_froc") is not None:
+                froc[r["epoch"]] = (r["step"], r["val_froc"])
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
         steps = np.array(sorted(train))
@@ -346,7 +349,15 @@ def plot_losses(log_path: Path, png_path: Path) -> Path | None:
     ax.set_ylabel("loss (sum of the five Mask R-CNN losses)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, names = ax.get_legend_handles_labels()
+    if froc:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*[froc[e] for e in sorted(froc)]), "^-", color="tab:green", label="validation detection FROC")
+        ax2.set_ylabel("FROC (mean sensitivity at 0.5-4 FP per patch)")
+        ax2.set_ylim(0, 1)
+        h2, n2 = ax2.get_legend_handles_labels()
+        handles, names = handles + h2, names + n2
+    ax.legend(handles, names, fontsize=8)
     fig.tight_layout()
     tmp = png_path.with_name(f".{png_path.name}.tmp.png")
     fig.savefig(tmp)
