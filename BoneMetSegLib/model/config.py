@@ -49,7 +49,7 @@ class ModelConfig(DictConfig):
     anchor_sizes: tuple = (4, 8, 16, 32, 64)  # mm == voxels at 1 mm
     anchor_ratios: tuple = (0.5, 1.0, 2.0)  # cranio-caudal : in-plane extent, volume kept
     rpn_matcher: str = "atss"  # "atss" (MONAI ATSSMatcher) or "iou" (fg/bg IoU thresholds)
-    rpn_atss_candidates: int = 9  # "atss": nearest anchors per level and anchor shape (the ATSS paper: 9)
+    rpn_atss_candidates: int = 4  # "atss": nearest anchors per level and anchor shape (the ATSS paper: 9)
     rpn_fg_iou_thresh: float = 0.5  # the paper used 0.95; see docs/model.md
     rpn_bg_iou_thresh: float = 0.3
     rpn_sampler: str = "hard"  # "hard" (MONAI hard negatives) or "random" (torchvision); docs/model.md
