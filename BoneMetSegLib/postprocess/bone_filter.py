@@ -75,21 +75,38 @@ def drop_metal_lesions(labels: np.ndarray, source: list, hu: np.ndarray,
     """Remove labels whose median HU is above ``max_median_hu`` (metal, module doc); relabel 1..K'."""
     if not source:
         return labels, source
-    median = median_hu_per_label(labels, hu, len(source))
-    return keep_labels(labels, source, ~(median > max_median_hu) & np.isfinite(median))
+    box = label_box(labels)
+    if box is None:
+        return keep_labels(labels, source, [False] * len(source))
+    median = median_hu_per_label(labels[box], hu[box], len(source))
+    return _paste(labels, box, *keep_labels(labels[box], source, ~(median > max_median_hu) & np.isfinite(median)))
+
+
+def label_box(labels: np.ndarray, margin: int = 0):
+    """Slices of the box around all non-zero labels, widened by ``margin`` (None: no label)."""
+    nz = [np.flatnonzero(np.any(labels, axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(len(n) == 0 for n in nz):
+        return None
+    return tuple(slice(max(int(n[0]) - margin, 0), int(n[-1]) + margin + 1) for n in nz)
+
+
+def _paste(labels: np.ndarray, box, sub: np.ndarray, kept: list) -> tuple[np.ndarray, list]:
+    """The relabelled box ``sub`` back in a zero array of ``labels``' shape (no label lies outside the box)."""
+    out = np.zeros_like(labels)
+    out[box] = sub
+    return out, kept
 
 
 def filter_outside_bone(
     labels: np.ndarray, source: list, hu: np.ndarray, threshold_hu: float = 200.0, radius_mm: int = 10,
     min_fraction: float = 0.5,
 ) -> tuple[np.ndarray, list]:
-    """:func:`drop_lesions_outside_bone` with the bone distance computed only around the lesions."""
+    """:func:`drop_lesions_outside_bone` with the bone distance computed, and the labels counted,
+    only in the box around the lesions (widened by ``radius_mm``)."""
     if not source:
         return labels, source
-    nz = [np.flatnonzero(np.any(labels, axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    if any(len(n) == 0 for n in nz):
+    box = label_box(labels, radius_mm)
+    if box is None:
         return drop_lesions_outside_bone(labels, source, np.zeros(labels.shape, dtype=bool), min_fraction)
-    box = tuple(slice(max(int(n[0]) - radius_mm, 0), int(n[-1]) + radius_mm + 1) for n in nz)
-    near = np.zeros(labels.shape, dtype=bool)
-    near[box] = near_bone(hu[box], threshold_hu, radius_mm)
-    return drop_lesions_outside_bone(labels, source, near, min_fraction)
+    near = near_bone(hu[box], threshold_hu, radius_mm)  # the margin lets bone up to radius_mm away count
+    return _paste(labels, box, *drop_lesions_outside_bone(labels[box], source, near, min_fraction))
