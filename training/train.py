@@ -37,7 +37,7 @@ from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoi
 from .config import ConfigError, TrainConfig, load_config
 from .data_source import CaseSource, DataSourceError, PatchStream, train_loader, validation_batches
 from .engine import targets_to
-from .val_detection import ScoreHistogram, detect_batches
+from .val_detection import ScoreHistogram, add_detections
 
 
 ALL_EPOCHS_DONE = "all epochs done"  # a run finished this way goes on when its config asks for more epochs
@@ -263,20 +263,21 @@ def validate(model, source: CaseSource, cfg: TrainConfig, info: distributed.Dist
     amp = bool(cfg.optim.amp and device.type == "cuda")
     sums: dict[str, float] = {}
     n = 0
+    hist = ScoreHistogram() if cfg.schedule.val_detection else None
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed + 99)
         for images, targets in validation_batches(source, cfg, batch_size, info.rank, info.world_size):
+            images = images.to(device)
             with torch.autocast(device_type="cuda", dtype=torch.float16) if amp else nullcontext():
-                losses = net(images.to(device), targets_to(targets, device))
+                losses = net(images, targets_to(targets, device))
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             sums["loss"] = sums.get("loss", 0.0) + float(sum(losses.values()))
             n += 1
-        hist = None
-        if cfg.schedule.val_detection:
-            torch.manual_seed(cfg.seed + 99)
-            batches = validation_batches(source, cfg, batch_size, info.rank, info.world_size)
-            hist = detect_batches(net, batches, device, amp)
+            if hist is not None:  # the same patches in inference mode (draws no random numbers)
+                add_detections(hist, net, images, targets, amp)
+                net.train()
+                net.backbone.eval()
     net.train()
     keys = sorted(sums) if sums else ["loss"]
     totals = distributed.all_reduce_sum([sums.get(k, 0.0) for k in keys] + [float(n)], info)

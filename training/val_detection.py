@@ -1,9 +1,9 @@
 """Lesion detection on the validation patches: the FROC figure that chooses checkpoints.
 
 The validation loss is a poor guide to what a user sees (the exported 0.2.0-cpu weights were the
-best-loss checkpoint, not the best detector). After the loss, :func:`validation_detection` runs
-the model in inference mode on the same fixed validation patches and matches its detections to
-the patches' true boxes with the evaluation's rules (``training.metrics.detection``: a hit is a
+best-loss checkpoint, not the best detector). Beside the loss, ``training.train.validate`` runs
+the model in inference mode on each of the same fixed validation patches (:func:`add_detections`)
+and matches its detections to the patches' true boxes with the evaluation's rules (``training.metrics.detection``: a hit is a
 predicted centre inside the true box or IoU >= 0.1). Each patch counts as one case.
 
 Scores are binned (:data:`N_BINS` bins on [0, 1]) into hit and false-positive histograms, which
@@ -80,17 +80,14 @@ def match_patch(detection: dict, target: dict):
 
 
 @torch.no_grad()
-def detect_batches(net, batches, device, amp: bool = False, n_bins: int = N_BINS) -> ScoreHistogram:
-    """Inference-mode detections of ``net`` on ``batches`` (``(images, targets)``) -> histogram.
-    Leaves ``net`` in eval mode."""
+def add_detections(hist: ScoreHistogram, net, images, targets, amp: bool = False) -> None:
+    """Add the inference-mode detections of ``net`` on one batch (``images`` already on its
+    device) to ``hist``. Leaves ``net`` in eval mode."""
     net.eval()
-    hist = ScoreHistogram(n_bins)
-    for images, targets in batches:
-        with torch.autocast(device_type="cuda", dtype=torch.float16) if amp else nullcontext():
-            detections = net(images.to(device))
-        for det, tgt in zip(detections, targets):
-            hist.add(*match_patch(det, tgt))
-    return hist
+    with torch.autocast(device_type="cuda", dtype=torch.float16) if amp else nullcontext():
+        detections = net(images)
+    for det, tgt in zip(detections, targets):
+        hist.add(*match_patch(det, tgt))
 
 
-__all__ = ["ScoreHistogram", "match_patch", "detect_batches", "N_BINS"]
+__all__ = ["ScoreHistogram", "match_patch", "add_detections", "N_BINS"]
