@@ -111,15 +111,16 @@ class CaseSource:
         """Load the training hosts now (DataLoader workers forked later share them)."""
         if self.kind == "synthetic":
             for name in self.host_names:
-                self._host(name)
+                self.host(name)
 
-    def _host(self, name):
+    def host(self, name):
+        """The training host CT of this name (loaded once)."""
         if name not in self._hosts:
             self._hosts[name] = load_host(self.cfg.host_path(name), shared_data=self.cfg.shared_data_dir())
         return self._hosts[name]
 
     def _synthetic_case(self, i: int) -> TrainingCase:
-        host = self._host(self.host_names[i % len(self.host_names)])
+        host = self.host(self.host_names[i % len(self.host_names)])
         rng = np.random.default_rng([self.cfg.seed, i])
         image, labels, lesions = plant_lesions(host, rng=rng, config=self.synth)
         mean, std = case_stats(image, self.cfg.preprocess)

@@ -67,7 +67,7 @@ def mine(cfg, model, min_score: float = DEFAULT_MIN_SCORE, log=None) -> dict:
     negatives = {}
     if source.kind == "synthetic":
         for name in source.host_names:
-            negatives[str(name)] = host_negatives(model, source._host(name), min_score)
+            negatives[str(name)] = host_negatives(model, source.host(name), min_score)
             if log:
                 log(f"host {name}: {len(negatives[str(name)])} false positive(s) >= {min_score}")
     else:
