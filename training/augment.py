@@ -1,4 +1,5 @@
-"""Patch augmentation: rotation, isotropic scaling and flips, image and lesion masks together.
+"""Patch augmentation: rotation, isotropic scaling and flips, image and lesion masks together;
+optionally blur, noise and contrast of the image (``augment_intensity``).
 
 The affine part is MONAI's ``Affine`` (one call on the image and all masks stacked as channels,
 so they cannot drift apart); boxes are recomputed from the transformed masks
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.transforms import Affine
 
 from .patches import PAD_HU, mask_to_box
@@ -97,6 +99,42 @@ def augment_patch(
         patch, new_masks = random_flip(patch, new_masks, cfg.flip_axes, rng)
     boxes = boxes_from_masks(new_masks)
     return np.ascontiguousarray(patch, np.float32), boxes, classes, np.ascontiguousarray(new_masks)
+
+
+def augment_intensity(patch_hu: np.ndarray, cfg, rng: np.random.Generator) -> np.ndarray:
+    """With probability ``cfg.p_intensity``: Gaussian blur (sigma uniform in ``blur_sigma``
+    voxels), extra white noise (std uniform in ``noise_hu``), then ``HU * c + b`` (``c`` uniform
+    in ``contrast``, ``b`` in +-``shift_hu``). Other scanners, kernels and slice thicknesses than
+    the few host CTs; labels do not change. Draws nothing from ``rng`` when ``p_intensity`` is 0."""
+    if not cfg.enabled or cfg.p_intensity <= 0 or rng.random() >= cfg.p_intensity:
+        return patch_hu
+    sigma = float(rng.uniform(*cfg.blur_sigma))
+    noise = float(rng.uniform(*cfg.noise_hu))
+    c = float(rng.uniform(*cfg.contrast))
+    b = float(rng.uniform(-cfg.shift_hu, cfg.shift_hu))
+    out = np.asarray(patch_hu, np.float32)
+    if sigma > 0.05:
+        out = gaussian_blur(out, sigma)
+    if noise > 0:
+        out = out + rng.standard_normal(out.shape, dtype=np.float32) * np.float32(noise)
+    return (out * np.float32(c) + np.float32(b)).astype(np.float32)
+
+
+def gaussian_blur(volume: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur (``sigma`` voxels, 3 sigma radius) with edge-replicating borders,
+    so the patch border keeps its density (zero padding would darken it)."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = torch.from_numpy(np.ascontiguousarray(volume, np.float32))[None, None]
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = kernel.numel()
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)], pad[2 * (2 - axis) + 1] = radius, radius  # F.pad lists the last axis first
+        x = F.conv3d(F.pad(x, pad, mode="replicate"), kernel.reshape(shape))
+    return x[0, 0].numpy()
 
 
 def random_flip(patch: np.ndarray, masks: np.ndarray, axes, rng: np.random.Generator):

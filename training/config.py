@@ -47,7 +47,7 @@ class DataConfig:
     held_out_hosts: list = field(default_factory=lambda: [DEFAULT_HELD_OUT])  # never trained on
     shared_data: str | None = None  # default: $BONEMETSEG_SHARED_DATA or ../shared/data
     dataset_dir: str | None = None  # source "dataset": folder of annotated cases (training.dataset)
-    synthetic: Any = "default"  # "default", "easy" or SyntheticConfig fields
+    synthetic: Any = "default"  # "default", "easy", SyntheticConfig fields, or {mix: [{weight, config}]}
     n_patients: int = 200  # synthetic patients, split train:val:test
     split: list = field(default_factory=lambda: [0.70, 0.15, 0.15])  # by patient
     patch_size: list = field(default_factory=lambda: [96, 96, 96])  # (z, y, x) voxels = mm
@@ -60,11 +60,48 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes per rank (0: in the training process)
 
     def synthetic_config(self) -> SyntheticConfig:
-        if self.synthetic in (None, "default"):
-            return SyntheticConfig()
-        if self.synthetic == "easy":
-            return SyntheticConfig.easy()
-        return SyntheticConfig.from_dict(dict(self.synthetic))
+        """The generator settings of a single-config ``synthetic`` (not a mixture)."""
+        mix = self.synthetic_mix()
+        if len(mix) != 1:
+            raise ValueError("data.synthetic is a mixture; use synthetic_mix()")
+        return mix[0][1]
+
+    def synthetic_mix(self) -> list:
+        """``[(weight, SyntheticConfig), ...]`` with weights summing to 1.
+
+        ``synthetic`` is one generator setting (``default``, ``easy`` or ``SyntheticConfig``
+        fields) or ``{mix: [{weight: w, config: <one setting>}, ...]}``: each synthetic patient
+        draws one setting with these weights (``training.data_source``)."""
+        spec = self.synthetic
+        if isinstance(spec, dict) and "mix" in spec:
+            if set(spec) != {"mix"}:
+                raise ValueError(f"a mixture takes only the key 'mix', not {sorted(set(spec) - {'mix'})}")
+            entries = spec["mix"]
+            if not isinstance(entries, list) or not entries:
+                raise ValueError("mix must be a non-empty list of {weight: w, config: default | easy | {fields}}")
+            out = []
+            for k, e in enumerate(entries):
+                if not isinstance(e, dict) or set(e) != {"weight", "config"}:
+                    raise ValueError(f"mix entry {k} must be {{weight: w, config: ...}}, not {e!r}")
+                w = e["weight"]
+                if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
+                    raise ValueError(f"mix entry {k}: weight must be a number > 0, not {w!r}")
+                if isinstance(e["config"], dict) and "mix" in e["config"]:
+                    raise ValueError(f"mix entry {k}: a mixture cannot hold another mixture")
+                out.append((float(w), _one_synthetic(e["config"])))
+            total = sum(w for w, _ in out)
+            return [(w / total, c) for w, c in out]
+        return [(1.0, _one_synthetic(spec))]
+
+
+def _one_synthetic(spec) -> SyntheticConfig:
+    if spec in (None, "default"):
+        return SyntheticConfig()
+    if spec == "easy":
+        return SyntheticConfig.easy()
+    if not isinstance(spec, dict):
+        raise ValueError(f"expected 'default', 'easy' or a mapping of SyntheticConfig fields, not {spec!r}")
+    return SyntheticConfig.from_dict(dict(spec))
 
 
 @dataclass
@@ -74,6 +111,13 @@ class AugmentConfig:
     scale: list = field(default_factory=lambda: [0.8, 1.2])  # isotropic; lesion volume x s^3
     p_affine: float = 1.0  # probability of rotating/scaling a patch
     flip_axes: list = field(default_factory=lambda: [0, 1, 2])  # each flipped with p = 0.5
+    # intensity (not in the paper's recipe: off by default): with p_intensity, a patch is
+    # blurred, gets extra noise and a contrast / offset change (training.augment.augment_intensity)
+    p_intensity: float = 0.0
+    blur_sigma: list = field(default_factory=lambda: [0.0, 1.0])  # voxels, uniform
+    noise_hu: list = field(default_factory=lambda: [0.0, 20.0])  # extra noise std (HU), uniform
+    contrast: list = field(default_factory=lambda: [0.9, 1.1])  # HU x c, uniform
+    shift_hu: float = 20.0  # HU + uniform(-shift, shift)
 
 
 @dataclass
@@ -252,7 +296,7 @@ def validate(cfg: TrainConfig) -> list[str]:
         if d.n_patients < 3:
             p.append(f"data.n_patients must be >= 3 (train, validation, test), not {d.n_patients}")
         try:
-            d.synthetic_config()
+            d.synthetic_mix()
         except (TypeError, ValueError) as exc:
             p.append(f"data.synthetic: {exc}")
     if len(d.split) != 3 or any(not _number(v) or v < 0 for v in d.split) or abs(sum(d.split) - 1) > 1e-6:
@@ -280,6 +324,16 @@ def validate(cfg: TrainConfig) -> list[str]:
         p.append(f"augment.scale must be [min, max] with 0 < min <= max <= 2, not {a.scale}")
     if not 0 <= a.p_affine <= 1:
         p.append(f"augment.p_affine must be in [0, 1], not {a.p_affine}")
+    if not 0 <= a.p_intensity <= 1:
+        p.append(f"augment.p_intensity must be in [0, 1], not {a.p_intensity}")
+    for key, hi in (("blur_sigma", 5.0), ("noise_hu", 200.0), ("contrast", 2.0)):
+        v = getattr(a, key)
+        if len(v) != 2 or not all(_number(x) for x in v) or not (0 <= v[0] <= v[1] <= hi) \
+                or (key == "contrast" and v[0] <= 0):
+            p.append(f"augment.{key} must be [min, max] with 0 {'<' if key == 'contrast' else '<='} "
+                     f"min <= max <= {hi:g}, not {v}")
+    if not _number(a.shift_hu) or not 0 <= a.shift_hu <= 200:
+        p.append(f"augment.shift_hu must be in [0, 200] HU, not {a.shift_hu}")
     if any(ax not in (0, 1, 2) for ax in a.flip_axes):
         p.append(f"augment.flip_axes must list axes among 0, 1, 2 (z, y, x), not {a.flip_axes}")
     if o.name.lower() != "adamw":

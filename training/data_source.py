@@ -24,7 +24,7 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .augment import augment_patch, context_size
+from .augment import augment_intensity, augment_patch, context_size
 from .config import TrainConfig
 from .engine import TrainingCase, case_stats, to_network_input
 from .hosts import canonical_1mm, load_host
@@ -72,7 +72,7 @@ class CaseSource:
             self.kind = "synthetic"
             self.host_names = list(d.hosts)
             self._hosts: dict = {}
-            self.synth = d.synthetic_config()
+            self.synth_mix = d.synthetic_mix()
             patients = list(range(d.n_patients))
             self.description = (f"{d.n_patients} synthetic patients planted in real host CT "
                                 f"{', '.join(map(str, d.hosts))}")
@@ -122,10 +122,19 @@ class CaseSource:
     def _synthetic_case(self, i: int) -> TrainingCase:
         host = self.host(self.host_names[i % len(self.host_names)])
         rng = np.random.default_rng([self.cfg.seed, i])
-        image, labels, lesions = plant_lesions(host, rng=rng, config=self.synth)
+        image, labels, lesions = plant_lesions(host, rng=rng, config=self.synthetic_config_of(i))
         mean, std = case_stats(image, self.cfg.preprocess)
         return TrainingCase(f"{host.name}-{i:05d}", image, labels, lesions, host.bone, mean, std,
                             self._mined(self.host_names[i % len(self.host_names)]))
+
+    def synthetic_config_of(self, i: int):
+        """The generator setting of synthetic patient ``i``: with a mixture, drawn from its own
+        stream ``default_rng([seed, i, 1])``, so a single setting gives the same patients as ever."""
+        if len(self.synth_mix) == 1:
+            return self.synth_mix[0][1]
+        u = np.random.default_rng([self.cfg.seed, i, 1]).random()
+        edges = np.cumsum([w for w, _ in self.synth_mix])
+        return self.synth_mix[min(int(np.searchsorted(edges, u, side="right")), len(edges) - 1)][1]
 
     def _dataset_case(self, key: str) -> TrainingCase:
         case = self._load_case(self.case_dirs[key])
@@ -159,7 +168,8 @@ class CaseSource:
             rec["hosts"] = list(d.hosts)
             rec["held_out_hosts"] = list(d.held_out_hosts)
             rec["patient_rule"] = ("patient i = training.synthetic.plant_lesions(host hosts[i % len(hosts)], "
-                                   "rng=numpy.random.default_rng([seed, i]), config=data.synthetic)")
+                                   "rng=numpy.random.default_rng([seed, i]), config=data.synthetic; a mixture's "
+                                   "setting drawn with default_rng([seed, i, 1]))")
         else:
             rec["cases"] = {part: self.cases_of(p) for part, p in self.split.to_dict().items()}
         return rec
@@ -204,6 +214,8 @@ def training_sample(case: TrainingCase, cfg: TrainConfig, rng: np.random.Generat
     aug_cfg = a if use_aug else _NO_AUGMENT
     patch, boxes, classes, masks = augment_patch(patch, masks, classes, size, aug_cfg, rng,
                                                  d.min_visible_fraction)
+    if use_aug:
+        patch = augment_intensity(patch, a, rng)
     image = to_network_input(patch, case.mean, case.std, cfg.preprocess.hu_window)
     target = {"boxes": torch.from_numpy(boxes).reshape(-1, 6),
               "labels": torch.from_numpy(classes).reshape(-1),

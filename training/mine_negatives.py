@@ -94,7 +94,9 @@ def main(argv=None) -> int:
     try:
         from .train import parse_overrides
 
-        cfg = load_config(args.config, parse_overrides(args.set))
+        # the config's own data.hard_negatives plays no part in mining (it may be the file this
+        # run writes, for a config that trains on what its starting weights got wrong)
+        cfg = load_config(args.config, {**parse_overrides(args.set), "data.hard_negatives": None})
         if Path(args.out).exists() and not args.overwrite:
             raise FileExistsError(f"{args.out} exists; pass --overwrite or choose another --out")
         model = load_model(None if args.model == "default" else args.model, args.device)

@@ -104,3 +104,54 @@ def test_training_sample_targets_match_the_patch():
         net_lesion = (LESION_HU + 200.0) / 400.0  # the z-scored lesion density
         for mask in target["masks"].numpy():
             assert abs(float(np.median(x[0].numpy()[mask])) - net_lesion) < 0.15
+
+
+def _intensity_cfg(**kw):
+    base = {"p_intensity": 1.0, "blur_sigma": [0.0, 0.0], "noise_hu": [0.0, 0.0],
+            "contrast": [1.0, 1.0], "shift_hu": 0.0}
+    return config_from_dict({"augment": {**base, **kw}}).augment
+
+
+def test_intensity_off_leaves_the_patch_and_the_random_stream_alone():
+    image, _, _ = _context()
+    cfg = AugmentConfig()  # the paper's recipe: no intensity augmentation
+    rng = np.random.default_rng(3)
+    from training.augment import augment_intensity
+
+    assert augment_intensity(image, cfg, rng) is image
+    assert rng.random() == np.random.default_rng(3).random()  # nothing drawn
+
+
+def test_intensity_noise_blur_contrast_do_what_they_say():
+    from training.augment import augment_intensity
+
+    image, masks, _ = _context()
+    rng = np.random.default_rng(4)
+    flat = np.full((40, 40, 40), 100.0, np.float32)
+    noisy = augment_intensity(flat, _intensity_cfg(noise_hu=[15.0, 15.0]), rng)
+    assert noisy.std() == pytest.approx(15.0, rel=0.05) and abs(noisy.mean() - 100) < 0.5
+    lin = augment_intensity(flat, _intensity_cfg(contrast=[1.1, 1.1], shift_hu=0.0), rng)
+    np.testing.assert_allclose(lin, 110.0, rtol=1e-6)
+    # blur: the lesion edge softens (fewer voxels at the exact bone / lesion levels), the means stay
+    blurred = augment_intensity(image, _intensity_cfg(blur_sigma=[1.0, 1.0]), rng)
+    assert blurred.shape == image.shape and blurred.dtype == np.float32
+    lesion = masks.any(0)
+    assert abs(blurred.mean() - image.mean()) < 1.0  # blurring moves density, it does not add any
+    zz, yy, xx = np.indices(image.shape)
+    core = (zz - 36) ** 2 + (yy - 50) ** 2 + (xx - 22) ** 2 <= 2**2  # deep inside the ball lesion
+    assert blurred[core].mean() < LESION_HU + 40
+    edge = lesion & ~np.roll(lesion, 1, axis=0)  # the lesions' upper faces
+    assert np.abs(blurred[edge] - image[edge]).mean() > 50
+    far = np.s_[0:20, 0:20, 50:72]  # bone away from both lesions, at the patch corner
+    assert blurred[far].std() < 0.5 * image[far].std()  # noise smoothed
+    assert abs(blurred[far].mean() - BONE_HU) < 3  # and the border keeps its density
+
+
+@pytest.mark.parametrize("key,value", [("p_intensity", 1.5), ("blur_sigma", [1.0, 0.5]),
+                                       ("noise_hu", [-1.0, 5.0]), ("contrast", [0.0, 1.0]),
+                                       ("shift_hu", -3)])
+def test_bad_intensity_settings_are_refused(key, value):
+    from training.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"augment.{key}"):
+        config_from_dict({"augment": {key: value}})

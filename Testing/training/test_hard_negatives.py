@@ -65,3 +65,25 @@ def test_a_run_reads_the_mined_centres_of_its_hosts(tmp_path, shared_data):
         read_hard_negatives(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="hard_negatives"):
         load_config(CONFIGS / "tiny.yaml", {"data.hard_negatives": str(tmp_path / "missing.json")})
+
+
+def test_mining_a_config_that_names_its_own_output(tmp_path, lesion_case):
+    """A config may list the file that mining its starting weights writes (cpu_mix.yaml does):
+    mining ignores the config's data.hard_negatives, so the missing file is no error."""
+    import yaml
+
+    from training.mine_negatives import main
+
+    out = tmp_path / "neg.json"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"hosts": [str(lesion_case["path"])], "n_patients": 3,
+                                            "hard_negatives": str(out)}}))
+    with pytest.raises(ConfigError, match="hard_negatives"):  # training still needs it
+        load_config(cfg)
+    assert main(["--config", str(cfg), "--model", "default", "--out", str(out), "--device", "cpu",
+                 "--min-score", "0.5"]) == 0
+    report = json.loads(out.read_text())
+    (found,) = report["negatives"].values()
+    assert found and report["min_score"] == 0.5  # the planted lesion, on a host "without lesions"
+    assert load_config(cfg).data.hard_negatives == str(out)  # and now the run can start
+    assert main(["--config", str(cfg), "--model", "default", "--out", str(out)]) == 2  # no overwrite

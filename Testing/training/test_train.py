@@ -135,3 +135,39 @@ def test_init_weights_loads_an_exported_model_and_refuses_another_architecture(t
     other = MaskRCNN3D(config_from_dict({"model": {**cfg.model.to_dict(), "fpn_channels": 8}}).model)
     with pytest.raises(ConfigError, match="init_weights"):
         init_from_weights(other, path)
+
+
+def test_a_synthetic_mixture_draws_each_patients_setting_with_its_weight():
+    from training.config import config_from_dict
+    from training.data_source import CaseSource
+    from training.synthetic import SyntheticConfig
+
+    mix = {"mix": [{"weight": 1, "config": "easy"}, {"weight": 3, "config": {"diameter_mm": [3, 12]}}]}
+    cfg = config_from_dict({"data": {"synthetic": mix, "n_patients": 400}})
+    weights = [w for w, _ in cfg.data.synthetic_mix()]
+    assert weights == pytest.approx([0.25, 0.75])
+    src = CaseSource(cfg)
+    kinds = [src.synthetic_config_of(i) for i in range(400)]
+    n_easy = sum(k == SyntheticConfig.easy() for k in kinds)
+    assert 70 <= n_easy <= 130  # binomial(400, 0.25): mean 100, sd 8.7
+    assert all(k == SyntheticConfig.easy() or tuple(k.diameter_mm) == (3, 12) for k in kinds)
+    assert [src.synthetic_config_of(i) for i in range(20)] == kinds[:20]  # a pure function of i
+    # a single setting is what it always was
+    single = CaseSource(config_from_dict({"data": {"synthetic": "easy"}}))
+    assert single.synthetic_config_of(7) == SyntheticConfig.easy()
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ({"mix": []}, "non-empty"),
+    ({"mix": [{"weight": 0, "config": "easy"}]}, "weight must be a number > 0"),
+    ({"mix": [{"weight": 1}]}, "weight: w, config"),
+    ({"mix": [{"weight": 1, "config": "hard"}]}, "expected 'default', 'easy'"),
+    ({"mix": [{"weight": 1, "config": {"mix": []}}]}, "cannot hold another mixture"),
+    ({"mix": [{"weight": 1, "config": "easy"}], "extra": 1}, "only the key 'mix'"),
+])
+def test_bad_synthetic_mixtures_are_refused(spec, msg):
+    from training.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="data.synthetic") as err:
+        config_from_dict({"data": {"synthetic": spec}})
+    assert msg in str(err.value)
