@@ -21,7 +21,7 @@ from ..errors import BoneMetSegInputError
 from ..io.read import ct_from_image, read_ct
 from ..model import MaskRCNN3D
 from ..postprocess.instances import crop_labels_to_input_grid, detections_to_instances
-from ..postprocess.bone_filter import drop_metal_lesions, filter_outside_bone
+from ..postprocess.bone_filter import drop_lesions_not_enclosed, drop_metal_lesions, filter_outside_bone
 from ..postprocess.lesions import lesion_records, patient_summary
 from ..preprocessing.pipeline import crop_hu, preprocess
 from ..preprocessing.types import CTImage
@@ -38,6 +38,10 @@ DEFAULT_OVERLAP = 48  # > the largest lesion (40 mm) so that every lesion is who
 CPU_TILE = (384, 384, 384)  # the CPU has more memory than speed: a chest/abdomen crop in one tile
 BONE_FILTER_RADIUS_MM = 10  # a lesion must lie mostly within 10 mm of bone (> bone threshold HU)
 METAL_MEDIAN_HU = 2000.0  # a lesion whose median HU is above this lies on metal (an implant)
+# half a lesion's voxels must see bone within BONE_ENCLOSURE_REACH_MM in this many of the six axis
+# directions (postprocess.bone_filter); None: off (a card's bone_enclosure_min_directions overrides)
+BONE_ENCLOSURE_MIN_DIRECTIONS = None
+BONE_ENCLOSURE_REACH_MM = 25
 
 
 class Predictor:
@@ -120,6 +124,11 @@ class Predictor:
                 labels_crop, source_index, crop_hu(pre), self.preprocess_config.bone_threshold_hu,
                 self.bone_filter_radius_mm,
             )
+        if self.bone_enclosure_min_directions is not None and source_index:
+            labels_crop, source_index = drop_lesions_not_enclosed(
+                labels_crop, source_index, crop_hu(pre), self.preprocess_config.bone_threshold_hu,
+                self.bone_enclosure_reach_mm, self.bone_enclosure_min_directions,
+            )
         if self.metal_median_hu is not None and source_index:
             labels_crop, source_index = drop_metal_lesions(labels_crop, source_index, crop_hu(pre),
                                                            self.metal_median_hu)
@@ -157,6 +166,16 @@ class Predictor:
         """Lesions need half their voxels within this distance of bone (card; None: no filter)."""
         value = self.card.get("bone_filter_radius_mm", BONE_FILTER_RADIUS_MM)
         return None if value is None else int(value)
+
+    @property
+    def bone_enclosure_min_directions(self) -> int | None:
+        """Lesions need half their voxels to see bone in this many of six directions (card; None: off)."""
+        value = self.card.get("bone_enclosure_min_directions", BONE_ENCLOSURE_MIN_DIRECTIONS)
+        return None if value is None else int(value)
+
+    @property
+    def bone_enclosure_reach_mm(self) -> int:
+        return int(self.card.get("bone_enclosure_reach_mm", BONE_ENCLOSURE_REACH_MM))
 
     @property
     def metal_median_hu(self) -> float | None:

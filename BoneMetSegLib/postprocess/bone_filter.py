@@ -4,6 +4,12 @@ A voxel is "near bone" when some voxel within ``radius_mm`` (a cube, on the 1 mm
 ``threshold_hu``. A lytic lesion (soft-tissue density) is surrounded by bone that it destroys, so
 it stays near bone; a false positive in the heart or the bowel does not.
 
+A voxel is "enclosed by bone" when, looking along the six axis directions (+-z, +-y, +-x), bone
+(or the voxel itself being bone) is met within ``reach_mm`` in at least ``min_directions`` of
+them. Marrow and lesions inside a vertebral body, the pelvis or a rib see cortex on (nearly)
+every side, also where a lytic lesion has broken through the cortex on one side; muscle beside
+the spine or the pelvis, which the near-bone test lets through, sees bone on one or two sides.
+
 Metal (joint prostheses, spinal screws, dental fillings, coils) is far denser than any bone: a
 detection whose median HU is above ``max_median_hu`` (2000 by default; sclerotic metastases are
 300 to 1500 HU, cortical bone up to about 1900) sits on an implant, not on a metastasis.
@@ -110,3 +116,37 @@ def filter_outside_bone(
         return drop_lesions_outside_bone(labels, source, np.zeros(labels.shape, dtype=bool), min_fraction)
     near = near_bone(hu[box], threshold_hu, radius_mm)  # the margin lets bone up to radius_mm away count
     return _paste(labels, box, *drop_lesions_outside_bone(labels[box], source, near, min_fraction))
+
+
+def enclosing_directions(hu: np.ndarray, threshold_hu: float = 200.0, reach_mm: int = 25) -> np.ndarray:
+    """(z, y, x) uint8: in how many of the six axis directions bone is met within ``reach_mm``
+    voxels (a bone voxel counts 6)."""
+    bone = np.asarray(hu) > threshold_hu
+    count = np.zeros(bone.shape, np.uint8)
+    r = int(reach_mm)
+    for axis in range(3):
+        n = bone.shape[axis]
+        c = np.cumsum(bone, axis=axis, dtype=np.int32)
+        c = np.concatenate([np.zeros_like(np.take(c, [0], axis=axis)), c], axis=axis)  # c[i] = bones before i
+        idx = np.arange(n)
+        ahead = np.take(c, np.minimum(idx + r + 1, n), axis=axis) - np.take(c, idx + 1, axis=axis)
+        behind = np.take(c, idx, axis=axis) - np.take(c, np.maximum(idx - r, 0), axis=axis)
+        count += (ahead > 0).astype(np.uint8) + (behind > 0).astype(np.uint8)
+    count[bone] = 6
+    return count
+
+
+def drop_lesions_not_enclosed(
+    labels: np.ndarray, source: list, hu: np.ndarray, threshold_hu: float = 200.0, reach_mm: int = 25,
+    min_directions: int = 4, min_fraction: float = 0.5,
+) -> tuple[np.ndarray, list]:
+    """Remove labels with less than ``min_fraction`` of their voxels enclosed by bone (module doc),
+    looked at in the box around the lesions widened by ``reach_mm``; relabel 1..K'."""
+    if not source:
+        return labels, source
+    box = label_box(labels, reach_mm)
+    if box is None:
+        return keep_labels(labels, source, [False] * len(source))
+    sub = labels[box]
+    enclosed = enclosing_directions(hu[box], threshold_hu, reach_mm) >= int(min_directions)
+    return _paste(labels, box, *drop_lesions_outside_bone(sub, source, enclosed, min_fraction))

@@ -3,7 +3,9 @@
 import numpy as np
 
 from BoneMetSegLib.postprocess.bone_filter import (
+    drop_lesions_not_enclosed,
     drop_lesions_outside_bone,
+    enclosing_directions,
     drop_metal_lesions,
     filter_outside_bone,
     median_hu_per_label,
@@ -69,3 +71,51 @@ def test_metal_lesions_are_dropped_and_sclerotic_ones_kept():
     assert (out == 1).sum() == (labels == 1).sum() and not out[26:34, 26:34, 26:34].any()
     assert set(np.unique(out)) == {0, 1, 2, 3}
     assert drop_metal_lesions(labels, [10, 11, 12, 13], hu, 5000.0)[1] == [10, 11, 12, 13]
+
+
+def _vertebra(shape=(80, 80, 80)):
+    """A hollow 30 mm bone block (2 mm cortex, 120 HU marrow, like an osteoporotic vertebral
+    body) in muscle (50 HU); a lytic lesion has broken through its +x wall."""
+    hu = np.full(shape, 50.0, np.float32)
+    hu[20:50, 20:50, 20:50] = 900.0
+    hu[22:48, 22:48, 22:48] = 120.0
+    hu[28:38, 28:38, 42:50] = 40.0  # lytic lesion through the cortex at x = 48..49
+    return hu
+
+
+def test_enclosing_directions_count_the_sides_that_see_bone():
+    hu = _vertebra()
+    e = enclosing_directions(hu, 200.0, reach_mm=25)
+    assert e[44, 44, 30] == 6  # marrow: cortex on every side within 25 mm
+    assert e[33, 33, 45] == 5  # in the lesion: the broken wall is the one side without bone
+    assert e[44, 44, 60] == 1  # muscle beside the bone: bone only on its -x side
+    assert e[44, 44, 69] == 1 and e[5, 5, 5] == 0  # 20 mm away still sees it; the corner sees none
+    assert e[20, 35, 35] == 6  # bone itself
+    assert enclosing_directions(hu, 200.0, reach_mm=10)[44, 44, 65] == 0  # 16 mm > reach
+    # the same as a brute-force look along each direction
+    rng = np.random.default_rng(2)
+    small = np.where(rng.random((12, 13, 14)) > 0.97, 500.0, 0.0)
+    bone = small > 200
+    brute = np.zeros(small.shape, int)
+    for z, y, x in np.ndindex(small.shape):
+        for axis in range(3):
+            line = np.moveaxis(bone, axis, 0)[:, *[v for a, v in enumerate((z, y, x)) if a != axis]]
+            i = (z, y, x)[axis]
+            brute[z, y, x] += bool(line[i + 1: i + 4].any()) + bool(line[max(i - 3, 0): i].any())
+    brute[bone] = 6
+    assert np.array_equal(enclosing_directions(small, 200.0, reach_mm=3), brute)
+
+
+def test_lesions_not_enclosed_by_bone_are_dropped():
+    hu = _vertebra()
+    labels = np.zeros(hu.shape, np.uint16)
+    labels[28:38, 28:38, 42:50] = 1  # the lytic lesion breaking the cortex: kept
+    labels[40:46, 40:46, 25:32] = 2  # in the marrow: kept
+    labels[30:40, 30:40, 55:63] = 3  # in the muscle beside the bone (near bone, but not in it)
+    labels[40:46, 30:36, 44:54] = 4  # 6 of its 10 columns in the marrow or the wall: kept
+    out, kept = drop_lesions_not_enclosed(labels, [5, 6, 7, 8], hu, 200.0, 25, 4)
+    assert kept == [5, 6, 8]
+    assert set(np.unique(out)) == {0, 1, 2, 3} and not out[30:40, 30:40, 55:63].any()
+    assert (out == 3).sum() == (labels == 4).sum()
+    assert filter_outside_bone(labels, [5, 6, 7, 8], hu, 200.0, 10)[1] == [5, 6, 7, 8]  # which keeps all
+    assert drop_lesions_not_enclosed(labels, [5, 6, 7, 8], hu, 200.0, 45, 1)[1] == [5, 6, 7, 8]  # lenient
