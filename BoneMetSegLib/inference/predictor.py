@@ -39,8 +39,9 @@ CPU_TILE = (384, 384, 384)  # the CPU has more memory than speed: a chest/abdome
 BONE_FILTER_RADIUS_MM = 10  # a lesion must lie mostly within 10 mm of bone (> bone threshold HU)
 METAL_MEDIAN_HU = 2000.0  # a lesion whose median HU is above this lies on metal (an implant)
 # half a lesion's voxels must see bone within BONE_ENCLOSURE_REACH_MM in this many of the six axis
-# directions (postprocess.bone_filter); None: off (a card's bone_enclosure_min_directions overrides)
-BONE_ENCLOSURE_MIN_DIRECTIONS = None
+# directions (postprocess.bone_filter; a card's bone_enclosure_min_directions overrides, null: off).
+# 3, not 4: with 4, large lytic lesions that broke the thin cortex of the lumbar host were dropped.
+BONE_ENCLOSURE_MIN_DIRECTIONS = 3
 BONE_ENCLOSURE_REACH_MM = 25
 
 

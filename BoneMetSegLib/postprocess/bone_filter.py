@@ -141,12 +141,37 @@ def drop_lesions_not_enclosed(
     min_directions: int = 4, min_fraction: float = 0.5,
 ) -> tuple[np.ndarray, list]:
     """Remove labels with less than ``min_fraction`` of their voxels enclosed by bone (module doc),
-    looked at in the box around the lesions widened by ``reach_mm``; relabel 1..K'."""
+    each looked at in its own box widened by ``reach_mm``; relabel 1..K'."""
     if not source:
         return labels, source
-    box = label_box(labels, reach_mm)
+    boxes = label_boxes(labels, len(source), reach_mm)
+    keep = []
+    for value, box in enumerate(boxes, start=1):
+        if box is None:
+            keep.append(False)
+            continue
+        mask = labels[box] == value
+        enclosed = enclosing_directions(hu[box], threshold_hu, reach_mm)[mask] >= int(min_directions)
+        keep.append(bool(enclosed.mean() >= min_fraction))
+    box = label_box(labels)
     if box is None:
-        return keep_labels(labels, source, [False] * len(source))
-    sub = labels[box]
-    enclosed = enclosing_directions(hu[box], threshold_hu, reach_mm) >= int(min_directions)
-    return _paste(labels, box, *drop_lesions_outside_bone(sub, source, enclosed, min_fraction))
+        return keep_labels(labels, source, keep)
+    return _paste(labels, box, *keep_labels(labels[box], source, keep))
+
+
+def label_boxes(labels: np.ndarray, n_labels: int, margin: int = 0) -> list:
+    """For each label 1..n_labels the slices of its box widened by ``margin`` (None: empty)."""
+    coords = np.nonzero(labels)
+    values = labels[coords].astype(np.int64)
+    out = []
+    lo = [np.full(n_labels + 1, np.iinfo(np.int64).max) for _ in range(3)]
+    hi = [np.full(n_labels + 1, -1) for _ in range(3)]
+    for axis in range(3):
+        np.minimum.at(lo[axis], values, coords[axis])
+        np.maximum.at(hi[axis], values, coords[axis])
+    for v in range(1, n_labels + 1):
+        if hi[0][v] < 0:
+            out.append(None)
+            continue
+        out.append(tuple(slice(max(int(lo[a][v]) - margin, 0), int(hi[a][v]) + margin + 1) for a in range(3)))
+    return out

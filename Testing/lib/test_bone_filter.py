@@ -119,3 +119,19 @@ def test_lesions_not_enclosed_by_bone_are_dropped():
     assert (out == 3).sum() == (labels == 4).sum()
     assert filter_outside_bone(labels, [5, 6, 7, 8], hu, 200.0, 10)[1] == [5, 6, 7, 8]  # which keeps all
     assert drop_lesions_not_enclosed(labels, [5, 6, 7, 8], hu, 200.0, 45, 1)[1] == [5, 6, 7, 8]  # lenient
+
+
+def test_enclosure_per_lesion_box_equals_the_whole_volume_computation():
+    rng = np.random.default_rng(5)
+    hu = np.where(rng.random((70, 60, 50)) > 0.99, 900.0, 40.0).astype(np.float32)
+    hu[10:30, 10:30, 10:30] = 700.0
+    hu[12:28, 12:28, 12:28] = 100.0
+    labels = np.zeros(hu.shape, np.uint16)
+    labels[15:20, 15:20, 15:20] = 1
+    labels[50:60, 40:48, 30:40] = 2
+    labels[2:6, 50:55, 2:8] = 3
+    labels[25:35, 25:35, 25:35] = 4
+    whole = enclosing_directions(hu, 200.0, 12) >= 3
+    want = [bool((whole[labels == v]).mean() >= 0.5) for v in (1, 2, 3, 4)]
+    got = drop_lesions_not_enclosed(labels, [0, 1, 2, 3], hu, 200.0, 12, 3)[1]
+    assert got == [i for i, k in enumerate(want) if k] and 0 < len(got) < 4
