@@ -81,6 +81,9 @@ def build_card(ckpt: dict, name: str | None = None, version: str | None = None,
             f"epochs with early stopping on validation {_monitored(sched)}; patches {config['data']['patch_size']}; "
             + (f"augmentation: rotation up to {aug['rotate_deg']:g} degrees, scaling {aug['scale']}, "
                f"flips on axes {aug['flip_axes']}" if aug["enabled"] else "no augmentation")
+            + (f"; intensity (p {aug['p_intensity']:g}): blur sigma {aug['blur_sigma']} voxels, noise "
+               f"{aug['noise_hu']} HU, contrast {aug['contrast']}, shift +-{aug['shift_hu']:g} HU"
+               if aug["enabled"] and aug.get("p_intensity", 0) > 0 else "")
         ),
         "trained": {"epoch": state.get("epoch"), "steps": state.get("step"),
                     "best_val_loss": _finite(state.get("best_val_loss")),

@@ -139,3 +139,14 @@ def test_inference_settings_go_into_the_card_and_nothing_else_is_allowed(checkpo
         assert main(["--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "x.pt"), "--inference", bad]) == 2
         assert "--inference" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_the_card_recipe_names_the_intensity_augmentation_when_it_was_used(checkpoint):
+    from training.checkpoint import load_checkpoint
+    from training.export import build_card
+
+    ckpt = load_checkpoint(checkpoint[0])
+    assert "intensity" not in build_card(ckpt)[0]["training_data"]["recipe"]  # tiny.yaml: none
+    ckpt["config"]["augment"].update(p_intensity=0.5, noise_hu=[0.0, 20.0])
+    recipe = build_card(ckpt)[0]["training_data"]["recipe"]
+    assert "intensity (p 0.5)" in recipe and "noise [0.0, 20.0] HU" in recipe
