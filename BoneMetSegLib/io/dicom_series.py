@@ -13,6 +13,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import BoneMetSegInputError
+from .limits import check_claimed_size
+from .quiet import quiet_itk
 
 POSITION = "0020|0032"  # Image Position (Patient)
 ORIENTATION = "0020|0037"  # Image Orientation (Patient)
@@ -39,7 +41,8 @@ def read_dicom_folder(
     folder = Path(folder)
     source = str(folder)
     try:
-        series_ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+        with quiet_itk():
+            series_ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
     except RuntimeError as exc:  # unreadable folder
         raise BoneMetSegInputError(
             f"{source}: the folder cannot be scanned for DICOM files ({_last_line(exc)}); "
@@ -88,8 +91,10 @@ def _read_series(file_names: list[str], source: str) -> tuple[sitk.Image, list[d
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(file_names)
     reader.MetaDataDictionaryArrayUpdateOn()
+    check_claimed_size((*(_header_size(file_names[0]) or (1, 1)), len(file_names)), 4, source)
     try:
-        image = reader.Execute()
+        with quiet_itk():
+            image = reader.Execute()
     except RuntimeError as exc:
         sizes = {_header_size(f) for f in file_names}
         if len(sizes) > 1:
@@ -111,7 +116,8 @@ def _read_series(file_names: list[str], source: str) -> tuple[sitk.Image, list[d
         # the output type follows the first slice: read again as float so that no slice's
         # own Rescale Slope/Intercept is truncated
         reader.SetOutputPixelType(sitk.sitkFloat32)
-        image = reader.Execute()
+        with quiet_itk():
+            image = reader.Execute()
     return image, tags
 
 
@@ -183,7 +189,8 @@ def _header_size(file_name: str) -> tuple:
     reader = sitk.ImageFileReader()
     reader.SetFileName(file_name)
     try:
-        reader.ReadImageInformation()
+        with quiet_itk():
+            reader.ReadImageInformation()
     except RuntimeError:
         return ()
     return tuple(reader.GetSize()[:2])

@@ -7,9 +7,7 @@ int16, everything else as float32.
 
 from __future__ import annotations
 
-import gzip
-import struct
-import zlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,9 @@ import SimpleITK as sitk
 from ..errors import BoneMetSegInputError
 from ..preprocessing.types import CTImage
 from .dicom_series import read_dicom_folder
+from .integrity import verify_file
+from .limits import check_claimed_size
+from .quiet import quiet_itk
 from .validate import validate_ct
 
 FILE_FORMATS = {
@@ -46,6 +47,11 @@ def read_ct(path: str | Path) -> CTImage:
             f"{source}: no such file or folder; check the path (use the DICOM folder itself or a "
             ".nii.gz/.nrrd/.mha file)."
         )
+    if not (path.is_dir() or path.is_file()):
+        raise BoneMetSegInputError(
+            f"{source}: not a regular file or folder (a device, pipe or socket); give a CT file or a "
+            "DICOM series folder."
+        )
     warnings: list[str] = []
     if path.is_dir() or (_known_format(path) is None and _is_dicom_file(path)):
         image, warnings, info = read_dicom_folder(
@@ -54,9 +60,7 @@ def read_ct(path: str | Path) -> CTImage:
         info["format"] = "dicom"
     else:
         fmt = _file_format(path)
-        if fmt == "nifti":
-            _check_nifti_complete(path)
-        image = _read_file(path)
+        image = _read_file(path, fmt)
         info = {"format": fmt}
     warnings += validate_ct(image, source)
     return CTImage(image=as_hu_image(image), path=source, warnings=warnings, info=info)
@@ -98,17 +102,31 @@ def _file_format(path: Path) -> str:
     )
 
 
-def _read_file(path: Path) -> sitk.Image:
+def _read_file(path: Path, fmt: str) -> sitk.Image:
+    """Header first (claimed size against the memory budget), then the bytes, then the pixels."""
     if path.stat().st_size == 0:
         raise BoneMetSegInputError(f"{path}: the file is empty (0 bytes); copy or export it again.")
     try:
-        return sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        with quiet_itk():
+            reader.ReadImageInformation()
+        check_claimed_size(reader.GetSize(), _bytes_per_voxel(reader), str(path))
+        verify_file(path, fmt)
+        with quiet_itk():
+            return reader.Execute()
     except RuntimeError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         detail = lines[-1] if lines else "unknown error"
         raise BoneMetSegInputError(
             f"{path}: the file is corrupt or not a readable image ({detail}); copy or export it again."
         ) from None
+
+
+def _bytes_per_voxel(reader: sitk.ImageFileReader) -> int:
+    """Bytes of one voxel as stored (``"16-bit signed integer"``: 2), times its components."""
+    bits = re.search(r"(\d+)-bit", sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    return (int(bits.group(1)) // 8 if bits else 8) * max(1, reader.GetNumberOfComponents())
 
 
 def _is_dicom_file(path: Path) -> bool:
@@ -123,78 +141,8 @@ def _is_dicom_file(path: Path) -> bool:
 
 
 def _check_nifti_complete(path: Path) -> None:
-    """ITK reads truncated NIfTI files without error (missing voxels become 0): refuse them."""
-    try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                header = f.read(540)
-        else:
-            with open(path, "rb") as f:
-                header = f.read(540)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise BoneMetSegInputError(
-            f"{path}: the file is corrupt or not a NIfTI image ({exc}); copy or export it again."
-        ) from None
-    expected = _nifti_expected_bytes(header)
-    if expected is None:
-        return  # not NIfTI-1/2: let the reader judge it
-    if path.name.lower().endswith(".gz"):
-        if not _gzip_holds(path, expected):
-            raise BoneMetSegInputError(
-                f"{path}: the compressed file is truncated or corrupt (it ends before the "
-                f"{expected} bytes its header announces); copy or export it again."
-            )
-    elif path.stat().st_size < expected:
-        raise BoneMetSegInputError(
-            f"{path}: the file is truncated (holds {path.stat().st_size} of {expected} bytes); "
-            "copy or export it again."
-        )
-
-
-def _nifti_expected_bytes(header: bytes) -> int | None:
-    """vox_offset + voxel data size from a NIfTI-1 or NIfTI-2 header, None if not NIfTI."""
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-            break
-        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            dims = struct.unpack(endian + "8q", header[16:80])
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-            break
-    else:
-        return None
-    n_dims = dims[0]
-    if not 1 <= n_dims <= 7 or bitpix <= 0:
-        return None
-    n_voxels = int(np.prod([max(int(d), 1) for d in dims[1 : n_dims + 1]], dtype=np.int64))
-    return max(offset, 348) + n_voxels * bitpix // 8
-
-
-def _gzip_holds(path: Path, expected: int) -> bool:
-    """True when a gzip file decodes completely to at least ``expected`` bytes.
-
-    Fast path: the gzip trailer stores the uncompressed size (mod 2**32); only when it does
-    not match is the whole stream decoded.
-    """
-    with open(path, "rb") as f:
-        f.seek(0, 2)
-        if f.tell() < 4:
-            return False
-        f.seek(-4, 2)
-        trailer = struct.unpack("<I", f.read(4))[0]
-    if trailer == expected % 2**32:
-        return True
-    total = 0
-    try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                total += len(chunk)
-    except (OSError, EOFError, zlib.error):
-        return False
-    return total >= expected
+    """Refuse a NIfTI file that is truncated, corrupt or holds NaN/inf (ITK reads them silently)."""
+    verify_file(path, "nifti")
 
 
 __all__ = ["read_ct", "ct_from_image", "as_hu_image", "FILE_FORMATS"]

@@ -18,6 +18,7 @@ MIN_VOXELS_PER_AXIS = 2  # one voxel along an axis is a slice, not a volume
 SMALL_SPACING_MM = 0.2  # warn: micro-CT or a header without real spacing
 LARGE_GRID_VOXELS = 400e6  # warn: the 1 mm grid alone needs > 1.6 GB as float32
 OBLIQUE_TOLERANCE = 1e-3  # |direction cosine| away from 0/1 that still counts as axis-aligned
+ORTHOGONAL_TOLERANCE = 1e-4  # max |D^T D - I|: larger is a skewed (sheared) or scaled direction matrix
 
 # HU plausibility (see docs/preprocessing.md, "Is it CT in HU?")
 AIR_HU = -500.0  # air/lung/background in CT is below this
@@ -68,6 +69,9 @@ def check_geometry(image: sitk.Image, source: str) -> list[str]:
             "give the whole 3D series",
         )
     spacing = np.asarray(image.GetSpacing(), float)
+    if not (np.isfinite(spacing).all() and spacing.min() > 0 and np.isfinite(image.GetOrigin()).all()):
+        _fail(source, f"the header's voxel spacing {_fmt(spacing)} mm or origin is invalid",
+              "export the CT again with its real geometry")
     if spacing.max() > MAX_SPACING_MM:
         _fail(
             source,
@@ -81,6 +85,7 @@ def check_geometry(image: sitk.Image, source: str) -> list[str]:
             f"the volume is only {_fmt(extent)} mm in size, too small to hold bone",
             f"give a CT covering at least {MIN_EXTENT_MM:g} mm along every axis",
         )
+    check_direction(image, source)
     warnings = []
     if spacing.min() < SMALL_SPACING_MM:
         warnings.append(
@@ -99,6 +104,20 @@ def check_geometry(image: sitk.Image, source: str) -> list[str]:
             "of memory, so crop it to the region of interest if memory runs out."
         )
     return warnings
+
+
+def check_direction(image: sitk.Image, source: str) -> None:
+    """The direction matrix must be a rotation (orthonormal): a skewed grid has no consistent
+    representation in every output format (NIfTI forces it orthogonal, NRRD keeps the skew)."""
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    error = float(np.abs(direction.T @ direction - np.eye(3)).max()) if np.isfinite(direction).all() else np.inf
+    if error > ORTHOGONAL_TOLERANCE:
+        _fail(
+            source,
+            f"the image's direction matrix is not orthonormal (skewed or scaled axes, deviation {error:.3g})",
+            "resample the CT onto an orthogonal grid (e.g. Slicer's Resample Scalar Volume) or export "
+            "it again from the scanner",
+        )
 
 
 def check_values(array: np.ndarray, source: str) -> list[str]:
@@ -159,4 +178,4 @@ def _fmt(values) -> str:
     return " x ".join(f"{v:.3g}" for v in values)
 
 
-__all__ = ["validate_ct", "check_geometry", "check_values", "MAX_SPACING_MM", "MIN_EXTENT_MM"]
+__all__ = ["validate_ct", "check_geometry", "check_direction", "check_values", "MAX_SPACING_MM", "MIN_EXTENT_MM"]

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
+from ..io.limits import check_resampled_size
 from ..io.validate import check_geometry
 from .bone_crop import bone_bbox
 from .normalize import normalize
@@ -31,6 +32,7 @@ def preprocess(
     image = ct.image if isinstance(ct, CTImage) else ct
     t0 = time.perf_counter()
     check_geometry(image, "image")
+    check_resampled_size(image.GetSize(), image.GetSpacing(), config.spacing_mm, "image")
     grid = canonical_isotropic(image, config.orientation, config.spacing_mm)
     t1 = time.perf_counter()
     hu = sitk.GetArrayViewFromImage(grid)
