@@ -104,17 +104,22 @@ def augment_patch(
 def augment_intensity(patch_hu: np.ndarray, cfg, rng: np.random.Generator) -> np.ndarray:
     """With probability ``cfg.p_intensity``: Gaussian blur (sigma uniform in ``blur_sigma``
     voxels), extra white noise (std uniform in ``noise_hu``), then ``HU * c + b`` (``c`` uniform
-    in ``contrast``, ``b`` in +-``shift_hu``). Other scanners, kernels and slice thicknesses than
-    the few host CTs; labels do not change. Draws nothing from ``rng`` when ``p_intensity`` is 0."""
+    in ``contrast``, ``b`` in +-``shift_hu``); with ``sharpen`` (amount range, max > 0) an unsharp
+    mask ``HU + k (HU - blur_1vox(HU))`` after the blur, as a sharper reconstruction kernel or a
+    thinner-slice scan than the host's. Other scanners, kernels and slice thicknesses than the few
+    host CTs; labels do not change. Draws nothing from ``rng`` when ``p_intensity`` is 0."""
     if not cfg.enabled or cfg.p_intensity <= 0 or rng.random() >= cfg.p_intensity:
         return patch_hu
     sigma = float(rng.uniform(*cfg.blur_sigma))
     noise = float(rng.uniform(*cfg.noise_hu))
     c = float(rng.uniform(*cfg.contrast))
     b = float(rng.uniform(-cfg.shift_hu, cfg.shift_hu))
+    k = float(rng.uniform(*cfg.sharpen)) if max(cfg.sharpen) > 0 else 0.0
     out = np.asarray(patch_hu, np.float32)
     if sigma > 0.05:
         out = gaussian_blur(out, sigma)
+    if k > 0:
+        out = out + np.float32(k) * (out - gaussian_blur(out, 1.0))
     if noise > 0:
         out = out + rng.standard_normal(out.shape, dtype=np.float32) * np.float32(noise)
     return (out * np.float32(c) + np.float32(b)).astype(np.float32)

@@ -47,7 +47,7 @@ class DataConfig:
     held_out_hosts: list = field(default_factory=lambda: [DEFAULT_HELD_OUT])  # never trained on
     shared_data: str | None = None  # default: $BONEMETSEG_SHARED_DATA or ../shared/data
     dataset_dir: str | None = None  # source "dataset": folder of annotated cases (training.dataset)
-    synthetic: Any = "default"  # "default", "easy", SyntheticConfig fields, or {mix: [{weight, config}]}
+    synthetic: Any = "default"  # "default", "easy", "realistic", SyntheticConfig fields, or {mix: [{weight, config}]}
     n_patients: int = 200  # synthetic patients, split train:val:test
     split: list = field(default_factory=lambda: [0.70, 0.15, 0.15])  # by patient
     patch_size: list = field(default_factory=lambda: [96, 96, 96])  # (z, y, x) voxels = mm
@@ -99,8 +99,10 @@ def _one_synthetic(spec) -> SyntheticConfig:
         return SyntheticConfig()
     if spec == "easy":
         return SyntheticConfig.easy()
+    if spec == "realistic":
+        return SyntheticConfig.realistic()
     if not isinstance(spec, dict):
-        raise ValueError(f"expected 'default', 'easy' or a mapping of SyntheticConfig fields, not {spec!r}")
+        raise ValueError(f"expected 'default', 'easy', 'realistic' or a mapping of SyntheticConfig fields, not {spec!r}")
     return SyntheticConfig.from_dict(dict(spec))
 
 
@@ -118,6 +120,7 @@ class AugmentConfig:
     noise_hu: list = field(default_factory=lambda: [0.0, 20.0])  # extra noise std (HU), uniform
     contrast: list = field(default_factory=lambda: [0.9, 1.1])  # HU x c, uniform
     shift_hu: float = 20.0  # HU + uniform(-shift, shift)
+    sharpen: list = field(default_factory=lambda: [0.0, 0.0])  # unsharp-mask amount, uniform
 
 
 @dataclass
@@ -326,7 +329,7 @@ def validate(cfg: TrainConfig) -> list[str]:
         p.append(f"augment.p_affine must be in [0, 1], not {a.p_affine}")
     if not 0 <= a.p_intensity <= 1:
         p.append(f"augment.p_intensity must be in [0, 1], not {a.p_intensity}")
-    for key, hi in (("blur_sigma", 5.0), ("noise_hu", 200.0), ("contrast", 2.0)):
+    for key, hi in (("blur_sigma", 5.0), ("noise_hu", 200.0), ("contrast", 2.0), ("sharpen", 3.0)):
         v = getattr(a, key)
         if len(v) != 2 or not all(_number(x) for x in v) or not (0 <= v[0] <= v[1] <= hi) \
                 or (key == "contrast" and v[0] <= 0):

@@ -77,10 +77,12 @@ class SyntheticConfig(DictConfig):
     origin_probs: dict = field(default_factory=_default_origin_probs)
     kind_probs: dict = field(default_factory=_default_kind_probs)
     site_weights: dict = field(default_factory=_default_site_weights)
-    # size: equivalent diameter of the (unmasked) shape; log-uniform, mostly in the core range
+    # size: equivalent diameter of the (unmasked) shape; log-uniform, mostly in the core range,
+    # or (diameter_lognormal set) log-normal with this (median mm, log-sd), kept in diameter_mm
     diameter_mm: tuple = (3.0, 40.0)
     diameter_core_mm: tuple = (6.0, 25.0)
     p_core: float = 0.8
+    diameter_lognormal: tuple | None = None
     # shape
     aspect_log_sd: float = 0.15  # log-std of the ellipsoid semi-axes (volume kept)
     deform_amplitude: float = 0.2  # radial deformation, std as a fraction of the radius
@@ -94,6 +96,8 @@ class SyntheticConfig(DictConfig):
     min_contrast_hu: float = 50.0  # median |change| inside the label; fainter: redrawn
     min_gap_mm: int = 2  # between two lesions
     max_tries: int = 40  # per lesion
+    p_subcortical: float = 0.0  # centre drawn within subcortical_mm of the bone surface
+    subcortical_mm: int = 3  # (under an endplate, against the cortex of the iliac wing, a rib)
     # osteolytic
     lytic_hu: tuple = (20.0, 60.0)  # soft-tissue density that replaces bone
     lytic_edge_mm: tuple = (0.5, 1.0)  # edge blur (std of a Gaussian edge)
@@ -101,12 +105,22 @@ class SyntheticConfig(DictConfig):
     cortex_break_fraction: tuple = (0.3, 1.0)  # share of the bone shell under it destroyed
     cortex_residual: float = 0.15  # blend weight left on the preserved shell
     lytic_residual_bone: tuple = (0.0, 0.2)  # patchy remnants of trabecular bone
+    lytic_loss: tuple | None = None  # share of the bone density lost (None: all of it)
+    # expansile lytic lesions (probability by site): the lesion grows expansile_mm out of the
+    # bone under a thin sclerotic shell (rim_mm thick, rim_contrast_hu above the local bone)
+    p_expansile: dict = field(default_factory=dict)
+    expansile_mm: tuple = (2, 5)
+    rim_mm: tuple = (0.7, 1.5)
+    rim_contrast_hu: tuple = (150.0, 500.0)
     # osteoblastic
     blastic_hu: tuple = (400.0, 1100.0)  # mean sclerotic density, log-uniform
     blastic_clip_hu: tuple = (300.0, 1500.0)
     blastic_edge_mm: tuple = (1.2, 2.5)
     blastic_texture: tuple = (0.15, 0.35)  # relative std of the patchy density
     blastic_texture_mm: float = 1.5  # size of the patches
+    # relative sclerosis (set: blastic_hu is unused): the lesion core lies this many HU above
+    # the median of the bone it replaces (log-uniform); blastic_texture is then relative to it
+    blastic_contrast_hu: tuple | None = None
     # mixed
     mixed_blastic_fraction: tuple = (0.3, 0.6)
     mixed_blastic_scale: tuple = (0.6, 0.9)  # sclerotic parts of mixed lesions are fainter
@@ -123,6 +137,33 @@ class SyntheticConfig(DictConfig):
             site_weights={"vertebral_body": 1.0, "pelvis": 1.0, "other_bone": 1.0},
             diameter_mm=(18.0, 30.0), diameter_core_mm=(18.0, 30.0),
             blastic_hu=(800.0, 1200.0), min_contrast_hu=100.0,
+        )
+
+    @classmethod
+    def realistic(cls) -> "SyntheticConfig":
+        """Recalibrated on real metastases (docs/lesion_realism.md): sclerosis +50..+400 HU
+        above the bone it replaces, partial as well as full lytic loss, log-normal sizes
+        (equivalent diameter median 14.8 mm, p10 7.4, p90 29: the ULS23 bone-lesion volumes),
+        elongated shapes, sharp to ill-defined edges, lesions against the cortex and under
+        endplates, expansile rimmed lytic lesions of ribs and flat bones, every skeletal site."""
+        return cls(
+            n_lesions=(1, 4),
+            kind_probs={"lung": {"lytic": 0.7, "blastic": 0.1, "mixed": 0.2},
+                        "other": {"lytic": 0.35, "blastic": 0.4, "mixed": 0.25}},
+            site_weights={
+                "vertebral_body": 4.0, "vertebral_posterior": 1.5, "sacrum": 1.5, "pelvis": 3.0,
+                "rib": 3.0, "sternum": 1.0, "femur": 1.5, "scapula": 1.0, "humerus": 0.5,
+                "clavicle": 0.3, "other_bone": 1.0,
+            },
+            diameter_mm=(5.0, 45.0), diameter_lognormal=(14.8, 0.55),
+            aspect_log_sd=0.3, deform_amplitude=0.25,
+            min_contrast_hu=30.0, p_subcortical=0.5, subcortical_mm=3,
+            lytic_hu=(-20.0, 50.0), lytic_edge_mm=(0.4, 1.2), lytic_loss=(0.6, 1.0),
+            lytic_residual_bone=(0.0, 0.1),
+            p_expansile={"rib": 0.6, "pelvis": 0.25, "scapula": 0.3, "sternum": 0.3,
+                         "clavicle": 0.3, "other_bone": 0.1},
+            blastic_edge_mm=(0.5, 3.0), blastic_contrast_hu=(50.0, 400.0),
+            blastic_texture=(0.1, 0.3), blastic_texture_mm=1.0,
         )
 
 
@@ -161,13 +202,15 @@ def plant_lesions(
     for kind in kinds:
         for _ in range(cfg.max_tries):
             site = sites[rng.choice(len(sites), p=site_p)]
-            voxels = host.site_voxels(site)
-            centre = np.unravel_index(voxels[rng.integers(len(voxels))], image.shape)
+            centre = _draw_centre(host, site, rng, cfg)
             radius = sample_diameter(rng, cfg) / 2.0
+            p_exp = cfg.p_expansile.get(site, 0.0) if kind == "lytic" else 0.0
+            form = "expansile" if p_exp > 0 and rng.random() < p_exp else "plain"
             planted = _plant_one(image, labels, _own_bone(host, centre), centre, radius, kind,
-                                 len(lesions) + 1, noise, rng, cfg)
+                                 len(lesions) + 1, noise, rng, cfg, form)
             if planted is not None:
-                planted.update(origin=origin, kind=kind, site=site, radius_mm=float(radius))
+                planted.update(origin=origin, kind=kind, site=site, radius_mm=float(radius),
+                               form=form)
                 planted["center_lps"] = tuple(
                     host.grid.TransformContinuousIndexToPhysicalPoint(
                         [float(c) for c in planted["center_zyx"][::-1]]))
@@ -190,11 +233,34 @@ def draw_patient(
 
 
 def sample_diameter(rng: np.random.Generator, cfg: SyntheticConfig) -> float:
-    """Log-uniform in ``diameter_core_mm`` with probability ``p_core``, else in the full range."""
+    """Log-normal (``diameter_lognormal``) kept in ``diameter_mm``; else log-uniform in
+    ``diameter_core_mm`` with probability ``p_core``, and in the full range otherwise."""
     lo, hi = cfg.diameter_mm
+    if cfg.diameter_lognormal is not None:
+        median, log_sd = cfg.diameter_lognormal
+        while True:
+            d = float(median * np.exp(rng.normal(0.0, log_sd)))
+            if lo <= d <= hi:
+                return d
     if rng.random() < cfg.p_core:
         lo, hi = max(lo, cfg.diameter_core_mm[0]), min(hi, cfg.diameter_core_mm[1])
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _draw_centre(host: Host, site: str, rng: np.random.Generator, cfg: SyntheticConfig) -> tuple:
+    """A voxel of ``site``; with probability ``p_subcortical`` one within ``subcortical_mm`` of
+    the bone surface (a few draws are tried; the last one is kept)."""
+    voxels = host.site_voxels(site)
+    subcortical = cfg.p_subcortical > 0 and rng.random() < cfg.p_subcortical
+    r = cfg.subcortical_mm
+    for _ in range(20):
+        centre = np.unravel_index(voxels[rng.integers(len(voxels))], host.shape)
+        if not subcortical:
+            break
+        box = tuple(slice(max(0, c - r), c + r + 1) for c in centre)
+        if not host.bone[box].all():
+            break
+    return tuple(int(c) for c in centre)
 
 
 # ----------------------------------------------------------------------------- one lesion
@@ -222,13 +288,16 @@ def _own_bone(host: Host, centre: tuple) -> _OwnBone:
 
 
 def _plant_one(image, labels, bone, centre, radius, kind, label, noise: NoiseModel, rng,
-               cfg: SyntheticConfig) -> dict | None:
-    """Plant one lesion in place; None (nothing changed) if it does not fit."""
+               cfg: SyntheticConfig, form: str = "plain") -> dict | None:
+    """Plant one lesion in place; None (nothing changed) if it does not fit. ``form``
+    "expansile" (lytic only): grown out of the bone under a thin sclerotic rim."""
     aspects = np.exp(rng.normal(0.0, cfg.aspect_log_sd, 3))
     aspects /= np.prod(aspects) ** (1 / 3)
     edge_l = rng.uniform(*cfg.lytic_edge_mm)
     edge_b = rng.uniform(*cfg.blastic_edge_mm)
-    extra = int(rng.integers(cfg.lytic_extraosseous_mm[0], cfg.lytic_extraosseous_mm[1] + 1))
+    expansile = form == "expansile"
+    extra_mm = cfg.expansile_mm if expansile else cfg.lytic_extraosseous_mm
+    extra = int(rng.integers(extra_mm[0], extra_mm[1] + 1))
     half = int(np.ceil(radius * aspects.max() * (1 + 3 * cfg.deform_amplitude)
                        + 3 * max(edge_l, edge_b) + extra + 2))
     lo = [max(0, c - half) for c in centre]
@@ -239,7 +308,10 @@ def _plant_one(image, labels, bone, centre, radius, kind, label, noise: NoiseMod
     c_local = np.array(centre) - np.array(lo)
 
     s = _shape_distance(img.shape, c_local, radius, aspects, rng, cfg)
-    b = _blastic_share(kind, s, radius, rng, cfg)  # 0 lytic .. 1 blastic, per voxel
+    if expansile:  # lytic core under a sclerotic shell
+        b = _soft_step(min(rng.uniform(*cfg.rim_mm), 0.5 * radius) - s, 0.4)
+    else:
+        b = _blastic_share(kind, s, radius, rng, cfg)  # 0 lytic .. 1 blastic, per voxel
 
     # blend weights: shape x smooth bone support (label masks often stop short of the cortex:
     # dense voxels right next to the mask count as bone)
@@ -248,7 +320,7 @@ def _plant_one(image, labels, bone, centre, radius, kind, label, noise: NoiseMod
     alpha_l = _soft_step(s, edge_l)
     alpha_b = _soft_step(s, edge_b)
     sup_l = gaussian_blur(binary_dilate(bon, extra) & ~foreign, 0.5)
-    sup_b = gaussian_blur(bon, 0.7)
+    sup_b = sup_l if expansile else gaussian_blur(bon, 0.7)
     w_l = alpha_l * sup_l * _lytic_sparing(bon, s, rng, cfg)
     w_b = alpha_b * sup_b
     w = (1 - b) * w_l + b * w_b
@@ -269,12 +341,16 @@ def _plant_one(image, labels, bone, centre, radius, kind, label, noise: NoiseMod
     # intensities
     field = noise.sample(img.shape, rng)
     t_l = rng.uniform(*cfg.lytic_hu) + field
-    level = np.exp(rng.uniform(*np.log(cfg.blastic_hu)))
-    if kind == "mixed":
-        level *= rng.uniform(*cfg.mixed_blastic_scale)
+    if cfg.lytic_loss is not None:
+        w_l = w_l * np.float32(rng.uniform(*cfg.lytic_loss))
+    level, relative = _sclerosis_level(kind, expansile, rng, cfg)
     texture = rng.uniform(*cfg.blastic_texture) * smooth_noise(img.shape, cfg.blastic_texture_mm,
                                                                rng)
-    t_b = np.clip(level * (1 + texture), *cfg.blastic_clip_hu) + field
+    if relative:  # above the median of the bone the lesion replaces
+        base = float(np.median(img[bon & keep])) if (bon & keep).any() else 150.0
+        t_b = np.minimum(base + level * (1 + texture), cfg.blastic_clip_hu[1]) + field
+    else:
+        t_b = np.clip(level * (1 + texture), *cfg.blastic_clip_hu) + field
     new_l = img + w_l * (t_l - img)
     new_b = np.maximum(img, img + w_b * (t_b - img))
     new = (1 - b) * new_l + b * new_b
@@ -290,6 +366,19 @@ def _plant_one(image, labels, bone, centre, radius, kind, label, noise: NoiseMod
         "n_voxels": n_vox,
         "bbox": tuple(int(v) for v in np.concatenate([idx.min(0) + lo, idx.max(0) + 1 + lo])),
     }
+
+
+def _sclerosis_level(kind, expansile, rng, cfg) -> tuple[float, bool]:
+    """``(HU, relative)`` of the sclerotic parts: an absolute density (``blastic_hu``) or, with
+    ``blastic_contrast_hu`` (and always for an expansile rim), a contrast above the bone the
+    lesion replaces; the sclerotic parts of mixed lesions are fainter."""
+    relative = expansile or cfg.blastic_contrast_hu is not None
+    span = cfg.rim_contrast_hu if expansile else (
+        cfg.blastic_contrast_hu if relative else cfg.blastic_hu)
+    level = np.exp(rng.uniform(*np.log(span)))
+    if kind == "mixed":
+        level *= rng.uniform(*cfg.mixed_blastic_scale)
+    return float(level), relative
 
 
 def _shape_distance(shape, c, radius, aspects, rng, cfg) -> np.ndarray:

@@ -426,3 +426,95 @@ def test_patch_border_lesions_and_padding():
     assert hu.shape == (48, 48, 48) and hu[0, 0, 0] == -1024.0
     assert sorted(classes.tolist()) == [1, 2]
     np.testing.assert_array_equal(boxes[0], [14, 14, 14, 24, 24, 24])
+
+
+# ----------------------------------------------------------------------------- realistic setting
+
+
+def test_realistic_blastic_contrast_is_relative_to_the_replaced_bone():
+    """Relative sclerosis: the core lies blastic_contrast_hu above the bone it replaces, whatever
+    that bone's own density (here 200 and 500 HU), not at an absolute density."""
+    for bone_hu in (200.0, 500.0):
+        host = toy_host()
+        host.image_hu[host.bone] = bone_hu
+        cfg = one_kind("blastic", diameter_mm=(14.0, 16.0), diameter_core_mm=(14.0, 16.0),
+                       blastic_contrast_hu=(120.0, 120.0), blastic_texture=(0.0, 0.0),
+                       blastic_edge_mm=(0.5, 0.5), min_contrast_hu=30.0)
+        image, labels, lesions = plant_lesions(host, 1, 2, cfg)
+        assert lesions
+        core = binary_dilate(labels == 0, 3)
+        inner = (labels > 0) & ~core
+        assert inner.sum() > 50
+        assert np.median(image[inner]) == pytest.approx(bone_hu + 120.0, abs=15.0)
+
+
+def test_lytic_loss_keeps_part_of_the_bone_density():
+    host = toy_host()
+    host.image_hu[host.bone] = 400.0
+    common = dict(diameter_mm=(14.0, 16.0), diameter_core_mm=(14.0, 16.0), lytic_hu=(40.0, 40.0),
+                  lytic_residual_bone=(0.0, 0.0), lytic_edge_mm=(0.5, 0.5), min_contrast_hu=30.0)
+    medians = {}
+    for loss in ((1.0, 1.0), (0.5, 0.5)):
+        image, labels, lesions = plant_lesions(host, 1, 4, one_kind("lytic", lytic_loss=loss, **common))
+        inner = (labels > 0) & ~binary_dilate(labels == 0, 3)
+        medians[loss[0]] = float(np.median(image[inner]))
+    assert medians[1.0] == pytest.approx(40.0, abs=15.0)  # all of the bone lost
+    assert medians[0.5] == pytest.approx(220.0, abs=25.0)  # half of it: 400 + 0.5 (40 - 400)
+
+
+def test_expansile_lesions_grow_out_of_the_bone_under_a_dense_rim():
+    host = toy_host((56, 56, 56))
+    host.image_hu[host.bone] = 250.0
+    cfg = one_kind("lytic", diameter_mm=(16.0, 18.0), diameter_core_mm=(16.0, 18.0),
+                   p_expansile={"other_bone": 1.0}, expansile_mm=(4, 4), rim_mm=(1.5, 1.5),
+                   rim_contrast_hu=(300.0, 300.0), lytic_hu=(40.0, 40.0), lytic_loss=None,
+                   lytic_residual_bone=(0.0, 0.0), p_subcortical=1.0, subcortical_mm=3,
+                   min_contrast_hu=30.0)
+    image, labels, lesions = plant_lesions(host, 1, 1, cfg)
+    (les,) = lesions
+    assert les["form"] == "expansile"
+    lesion = labels > 0
+    assert (lesion & ~host.bone).sum() > 20  # grown out of the bone block
+    rim = lesion & binary_dilate(~lesion, 1)
+    core = lesion & ~binary_dilate(~lesion, 3)
+    assert core.sum() > 20
+    assert np.median(image[rim]) > 250.0 + 100.0 > np.median(image[core])
+
+
+def test_subcortical_centres_lie_near_the_bone_surface():
+    host = toy_host((64, 64, 64))  # bone 8..56: its surface is 24 voxels from the centre
+    cfg = one_kind("blastic", diameter_mm=(5.0, 6.0), diameter_core_mm=(5.0, 6.0),
+                   p_subcortical=1.0, subcortical_mm=3, blastic_contrast_hu=(300.0, 300.0))
+    depth = []
+    for seed in range(6):
+        _, _, lesions = plant_lesions(host, 1, seed, cfg)
+        for les in lesions:
+            c = np.array(les["center_zyx"])
+            depth.append(int(np.min(np.r_[c - 8, 55 - c])))
+    assert depth and max(depth) <= 3
+
+
+def test_realistic_sizes_follow_the_log_normal_and_its_bounds():
+    from training.synthetic import sample_diameter
+
+    cfg = SyntheticConfig.realistic()
+    rng = np.random.default_rng(0)
+    d = np.array([sample_diameter(rng, cfg) for _ in range(4000)])
+    assert d.min() >= cfg.diameter_mm[0] and d.max() <= cfg.diameter_mm[1]
+    assert np.median(d) == pytest.approx(cfg.diameter_lognormal[0], rel=0.08)
+    assert np.percentile(d, 90) > 2 * np.percentile(d, 10)
+
+
+def test_realistic_preset_plants_every_kind_on_a_real_spine(spine):
+    cfg = SyntheticConfig.realistic()
+    kinds = set()
+    for seed in range(6):
+        image, labels, lesions = plant_lesions(spine, 3, seed, cfg)
+        for les in lesions:
+            kinds.add(les["kind"])
+            change = image[labels == les["label"]] - spine.image_hu[labels == les["label"]]
+            assert np.median(np.abs(change)) >= cfg.min_contrast_hu
+            if les["kind"] == "blastic":  # relative sclerosis: never the +440..+840 HU of 'easy'
+                assert np.median(change) < 450
+    assert kinds == {"lytic", "blastic", "mixed"}
+    assert SyntheticConfig.from_dict(cfg.to_dict()) == cfg

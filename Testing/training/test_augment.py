@@ -155,3 +155,19 @@ def test_bad_intensity_settings_are_refused(key, value):
 
     with pytest.raises(ConfigError, match=f"augment.{key}"):
         config_from_dict({"augment": {key: value}})
+
+
+def test_intensity_sharpen_steepens_edges_and_is_bounded():
+    from training.augment import augment_intensity
+    from training.config import ConfigError
+
+    image, masks, _ = _context()
+    rng = np.random.default_rng(5)
+    smooth = augment_intensity(image, _intensity_cfg(blur_sigma=[1.0, 1.0]), rng)
+    sharp = augment_intensity(image, _intensity_cfg(blur_sigma=[1.0, 1.0], sharpen=[1.0, 1.0]), rng)
+    edge = masks.any(0) & ~np.roll(masks.any(0), 1, axis=0)
+    step = lambda a: np.abs(np.diff(a, axis=0))[edge[:-1]].mean()
+    assert step(sharp) > 1.1 * step(smooth)  # measured 1.18 with k = 1 after a 1-voxel blur
+    assert abs(sharp.mean() - smooth.mean()) < 1.0  # an unsharp mask adds no density
+    with pytest.raises(ConfigError, match="augment.sharpen"):
+        config_from_dict({"augment": {"sharpen": [0.0, 4.0]}})
