@@ -114,6 +114,9 @@ def validate_card(card: object, source: str | Path = "model card") -> dict:
             f"Model {card.get('name')!r} needs BoneMetSeg >= {card['bonemetseg_min_version']}, but this is "
             f"{__version__}; update BoneMetSeg."
         )
+    from .card_checks import check_card_values
+
+    check_card_values(card, source)
     return card
 
 

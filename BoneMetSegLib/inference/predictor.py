@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..errors import BoneMetSegInputError
+from ..errors import BoneMetSegInputError, BoneMetSegModelError
 from ..io.read import ct_from_image, read_ct
 from ..model import MaskRCNN3D
 from ..postprocess.instances import crop_labels_to_input_grid, detections_to_instances
@@ -221,11 +221,16 @@ def load_model(path: str | Path | None = None, device: str = "auto") -> Predicto
     """Load the embedded default model (``path=None``) or a weights file with its model card."""
     state, card = load_weights(path)
     config = model_config_from_card(card)
-    net = MaskRCNN3D(config)
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        net = MaskRCNN3D(config)
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BoneMetSegModelError(
+            f"The weights do not fit the architecture in their model card ({first[:300]}); re-export the "
+            "model or pass --model with weights and card that belong together."
+        ) from None
     if missing or unexpected:
-        from ..errors import BoneMetSegModelError
-
         raise BoneMetSegModelError(
             f"The weights do not fit the architecture in their model card ({len(missing)} missing, "
             f"{len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[:3]}); re-export the model."

@@ -102,10 +102,10 @@ def _missing_weights_error(pt_path: Path, card_path: Path | None = None) -> Bone
         return BoneMetSegModelError(
             f"The embedded model weights are missing ({default_weights_path()} and its .json card). "
             "Export trained weights with `python -m training.export` (see docs/training.md), "
-            "or pass --weights PATH to a .pt file with its .json model card."
+            "or pass --model PATH to a .pt file with its .json model card."
         )
     return BoneMetSegModelError(
-        f"Weights file not found: {pt_path}. Check the path given with --weights (a .pt file with its "
+        f"Weights file not found: {pt_path}. Check the path given with --model (a .pt file with its "
         ".json model card next to it)."
     )
 
