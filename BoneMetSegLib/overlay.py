@@ -181,9 +181,14 @@ def write_overlay_png(
     ct: sitk.Image, result: Result, path: str | os.PathLike, overwrite: bool = False, note: str = ""
 ) -> None:
     """Write the three-plane overlay of ``result`` on ``ct`` as a PNG (atomically)."""
-    fig = render_overlay(ct, result, note)
     with atomic_write(path, overwrite) as tmp:
-        fig.savefig(str(tmp), format="png", facecolor=fig.get_facecolor())
+        save_overlay_png(ct, result, tmp, note)
 
 
-__all__ = ["write_overlay_png", "render_overlay", "BONE_WINDOW"]
+def save_overlay_png(ct: sitk.Image, result: Result, path: str | os.PathLike, note: str = "") -> None:
+    """Write the overlay PNG to exactly ``path`` (a temporary file of the caller)."""
+    fig = render_overlay(ct, result, note)
+    fig.savefig(str(path), format="png", facecolor=fig.get_facecolor())
+
+
+__all__ = ["write_overlay_png", "save_overlay_png", "render_overlay", "BONE_WINDOW"]

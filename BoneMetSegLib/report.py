@@ -23,6 +23,7 @@ import json
 import math
 import os
 from numbers import Integral, Real
+from pathlib import Path
 
 from .io.atomic import atomic_write
 from .result import Result
@@ -238,12 +239,17 @@ def validate_report(d: dict) -> None:
 
 def write_report(result: Result, path: str | os.PathLike, overwrite: bool = False) -> dict:
     """Build, validate and write the JSON report (indent 2, UTF-8, atomic); returns the dict."""
+    with atomic_write(path, overwrite) as tmp:
+        return save_report(result, tmp)
+
+
+def save_report(result: Result, path: str | os.PathLike) -> dict:
+    """Build, validate and write the report to exactly ``path`` (a temporary file of the caller)."""
     report = build_report(result)
     validate_report(report)
     text = json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-    with atomic_write(path, overwrite) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    Path(path).write_text(text, encoding="utf-8")
     return report
 
 
-__all__ = ["build_report", "validate_report", "write_report", "DISCLAIMER"]
+__all__ = ["build_report", "validate_report", "write_report", "save_report", "DISCLAIMER"]

@@ -225,7 +225,8 @@ def load_model(path: str | Path | None = None, device: str = "auto") -> Predicto
         net = MaskRCNN3D(config)
         missing, unexpected = net.load_state_dict(state, strict=False)
     except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        first = next((ln for ln in lines if "size mismatch" in ln), lines[0])
         raise BoneMetSegModelError(
             f"The weights do not fit the architecture in their model card ({first[:300]}); re-export the "
             "model or pass --model with weights and card that belong together."

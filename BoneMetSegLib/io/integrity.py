@@ -39,7 +39,7 @@ _MET_TYPE_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 
 
 
 def _corrupt(path: Path, what: str) -> BoneMetSegInputError:
-    return BoneMetSegInputError(f"{path}: {what}; the file is damaged, copy or export it again.")
+    return BoneMetSegInputError(f"{path}: {what}; the file is corrupt, copy or export it again.")
 
 
 # ----------------------------------------------------------------------------- NIfTI

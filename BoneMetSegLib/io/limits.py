@@ -41,8 +41,8 @@ def memory_limit_bytes() -> float:
 
 def _refuse(source: str, what: str, needed: float, limit: float) -> None:
     raise BoneMetSegInputError(
-        f"{source}: {what} needs about {needed / 2**30:.1f} GB of memory, over the "
-        f"{limit / 2**30:.1f} GB budget; crop the CT to the region of interest, or set "
+        f"{source}: {what} needs about {needed / 2**30:.3g} GB of memory, over the "
+        f"{limit / 2**30:.3g} GB budget; crop the CT to the region of interest, or set "
         f"{ENV_VAR} to a larger value if this computer has the memory."
     )
 

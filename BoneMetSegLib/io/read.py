@@ -66,6 +66,15 @@ def read_ct(path: str | Path) -> CTImage:
     return CTImage(image=as_hu_image(image), path=source, warnings=warnings, info=info)
 
 
+def read_image_file(path: str | Path) -> sitk.Image:
+    """One image file (e.g. a labelmap) with the reader's checks: known format, claimed size within
+    the memory budget, complete and uncorrupted data; no CT checks."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BoneMetSegInputError(f"{path}: not a readable file; give a NIfTI, NRRD or MHA image file.")
+    return _read_file(path, _file_format(path))
+
+
 def ct_from_image(image: sitk.Image, source: str = "image") -> CTImage:
     """Validate an image that was not read from a file (e.g. a Slicer volume node)."""
     warnings = validate_ct(image, source)
@@ -106,21 +115,29 @@ def _read_file(path: Path, fmt: str) -> sitk.Image:
     """Header first (claimed size against the memory budget), then the bytes, then the pixels."""
     if path.stat().st_size == 0:
         raise BoneMetSegInputError(f"{path}: the file is empty (0 bytes); copy or export it again.")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
         with quiet_itk():
             reader.ReadImageInformation()
-        check_claimed_size(reader.GetSize(), _bytes_per_voxel(reader), str(path))
-        verify_file(path, fmt)
+    except RuntimeError as exc:
+        verify_file(path, fmt)  # a damaged stream: say so rather than "unknown image type"
+        raise _unreadable(path, exc) from None
+    check_claimed_size(reader.GetSize(), _bytes_per_voxel(reader), str(path))
+    verify_file(path, fmt)
+    try:
         with quiet_itk():
             return reader.Execute()
     except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        detail = lines[-1] if lines else "unknown error"
-        raise BoneMetSegInputError(
-            f"{path}: the file is corrupt or not a readable image ({detail}); copy or export it again."
-        ) from None
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: RuntimeError) -> BoneMetSegInputError:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    detail = lines[-1] if lines else "unknown error"
+    return BoneMetSegInputError(
+        f"{path}: the file is corrupt or not a readable image ({detail}); copy or export it again."
+    )
 
 
 def _bytes_per_voxel(reader: sitk.ImageFileReader) -> int:
@@ -145,4 +162,4 @@ def _check_nifti_complete(path: Path) -> None:
     verify_file(path, "nifti")
 
 
-__all__ = ["read_ct", "ct_from_image", "as_hu_image", "FILE_FORMATS"]
+__all__ = ["read_ct", "read_image_file", "ct_from_image", "as_hu_image", "FILE_FORMATS"]

@@ -111,4 +111,9 @@ def write_seg_nrrd(
         slicerio.write_segmentation(str(tmp), segmentation)
 
 
-__all__ = ["write_seg_nrrd", "build_segmentation", "ijk_to_lps", "TERMINOLOGY"]
+def save_seg_nrrd(result: Result, path: str | os.PathLike, version: str = __version__) -> None:
+    """Write the ``.seg.nrrd`` of ``result`` to exactly ``path`` (a temporary file of the caller)."""
+    slicerio.write_segmentation(str(path), build_segmentation(result, version))
+
+
+__all__ = ["write_seg_nrrd", "save_seg_nrrd", "build_segmentation", "ijk_to_lps", "TERMINOLOGY"]

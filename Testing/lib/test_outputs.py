@@ -217,7 +217,7 @@ def test_seg_nrrd_no_partial_file_when_writer_fails(tmp_path, monkeypatch):
 
     monkeypatch.setattr(write_seg_module.slicerio, "write_segmentation", broken_writer)
     path = tmp_path / "out.seg.nrrd"
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(BoneMetSegOutputError, match="No space"):  # one line for the user, not an OSError
         write_seg_nrrd(_two_lesion_result(_grid()), path)
     assert not path.exists()
     assert list(tmp_path.iterdir()) == []
