@@ -25,7 +25,7 @@ import yaml
 from BoneMetSegLib.model.config import BACKBONES, CONVNEXT_SIZES, ModelConfig
 from BoneMetSegLib.preprocessing.types import PreprocessConfig
 
-from .synthetic import SyntheticConfig
+from .synthetic import PRESETS, SyntheticConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST_NAMES = ("abdomen", "chest", "lumbar", "dicom")  # training.hosts.load_host names
@@ -47,7 +47,7 @@ class DataConfig:
     held_out_hosts: list = field(default_factory=lambda: [DEFAULT_HELD_OUT])  # never trained on
     shared_data: str | None = None  # default: $BONEMETSEG_SHARED_DATA or ../shared/data
     dataset_dir: str | None = None  # source "dataset": folder of annotated cases (training.dataset)
-    synthetic: Any = "default"  # "default", "easy", "realistic", SyntheticConfig fields, or {mix: [{weight, config}]}
+    synthetic: Any = "default"  # a preset name (synthetic.PRESETS), SyntheticConfig fields, or {mix: [{weight, config}]}
     n_patients: int = 200  # synthetic patients, split train:val:test
     split: list = field(default_factory=lambda: [0.70, 0.15, 0.15])  # by patient
     patch_size: list = field(default_factory=lambda: [96, 96, 96])  # (z, y, x) voxels = mm
@@ -95,14 +95,11 @@ class DataConfig:
 
 
 def _one_synthetic(spec) -> SyntheticConfig:
-    if spec in (None, "default"):
-        return SyntheticConfig()
-    if spec == "easy":
-        return SyntheticConfig.easy()
-    if spec == "realistic":
-        return SyntheticConfig.realistic()
+    if spec is None or spec in PRESETS:
+        return SyntheticConfig.preset(spec or "default")
     if not isinstance(spec, dict):
-        raise ValueError(f"expected 'default', 'easy', 'realistic' or a mapping of SyntheticConfig fields, not {spec!r}")
+        raise ValueError(f"expected one of {', '.join(map(repr, PRESETS))} or a mapping of SyntheticConfig "
+                         f"fields, not {spec!r}")
     return SyntheticConfig.from_dict(dict(spec))
 
 

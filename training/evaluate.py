@@ -34,6 +34,11 @@ from .metrics import classification, detection, segmentation
 
 EVAL_THRESHOLD = 0.05  # predictions kept for the FROC curve
 SIZE_BINS_MM = ((0, 10), (10, 20), (20, None))  # equivalent diameter
+# contrast of a lesion's core to the cancellous bone around it (training.lesion_measures)
+CONTRAST_BINS_HU = ((None, -200), (-200, -100), (-100, 0), (0, 100), (100, 200), (200, 400), (400, None))
+FAINT_TARGET_HU, FAINT_TARGET_MIN_MM = (100, 200), 10  # issue 11: what real sclerotic lesions look like
+FAINT_TARGET = "faint target: >= 10 mm and +100 to +200 HU"
+DETAIL_KEYS = ("kind", "site", "form", "contrast_hu", "max_side_mm")
 DEFAULT_BLDS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "blds-dev"
 REPORT_FILES = ("report.md", "report.json", "froc.png", "roc.png")
 
@@ -82,18 +87,51 @@ def equivalent_diameter_mm(volume_ml: float) -> float:
     return float((6.0 * 1000.0 * volume_ml / math.pi) ** (1.0 / 3.0))
 
 
-def lesion_kinds(data_dir: Path) -> dict:
-    """``{(case_id, label): kind}`` from a synthetic data set's ``dataset.json`` (empty otherwise)."""
+def lesion_details(data_dir: Path) -> dict:
+    """``{(case_id, label): {kind, site, form, contrast_hu}}`` from a synthetic data set's
+    ``dataset.json`` (what it records; empty for other data sets)."""
     try:
         cases = json.loads((Path(data_dir) / DATASET_JSON).read_text(encoding="utf-8"))["generator"]["cases"]
-        return {(cid, int(les["label"])): str(les["kind"]) for cid, rows in cases.items() for les in rows}
+        return {(cid, int(les["label"])): {k: les.get(k) for k in DETAIL_KEYS}
+                for cid, rows in cases.items() for les in rows}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
+def _bin_name(lo, hi, unit: str, signed: bool = False) -> str:
+    """"0-10 mm", ">= 20 mm", "+100 to +200 HU", "< -200 HU"."""
+    f = (lambda v: f"{v:+g}" if v else "0") if signed else (lambda v: f"{v:g}")
+    if lo is None:
+        return f"< {f(hi)} {unit}"
+    if hi is None:
+        return f">= {f(lo)} {unit}"
+    return f"{f(lo)} to {f(hi)} {unit}" if signed else f"{f(lo)}-{f(hi)} {unit}"
+
+
+def _in_bin(value, lo, hi) -> bool:
+    return value is not None and (lo is None or value >= lo) and (hi is None or value < hi)
+
+
+def lesion_groups(lesions: list) -> dict:
+    """Named groups of true lesions: by size (equivalent diameter), by contrast to their bone,
+    the faint sclerotic target (+100 to +200 HU, >= 10 mm), by kind, by site and by form."""
+    groups = {_bin_name(lo, hi, "mm"): [r for r in lesions if _in_bin(r["diameter_mm"], lo, hi)]
+              for lo, hi in SIZE_BINS_MM}
+    if any(r.get("contrast_hu") is not None for r in lesions):
+        for lo, hi in CONTRAST_BINS_HU:
+            groups[_bin_name(lo, hi, "HU", signed=True)] = [r for r in lesions if _in_bin(r.get("contrast_hu"), lo, hi)]
+        lo, hi = FAINT_TARGET_HU
+        groups[FAINT_TARGET] = [r for r in lesions if _in_bin(r.get("contrast_hu"), lo, hi)
+                                and (r.get("max_side_mm") or 0) >= FAINT_TARGET_MIN_MM]
+    for key in ("kind", "site", "form"):
+        for value in sorted({r[key] for r in lesions if r.get(key)}):
+            groups[f"{key} {value}" if key != "kind" else value] = [r for r in lesions if r.get(key) == value]
+    return groups
+
+
 def detection_by_group(lesions: list, detection_threshold: float, threshold_1fp: float) -> dict:
-    """Lesions found, by size (equivalent diameter) and by kind where known: at the detection
-    threshold and at the data set's <= 1 FP/case operating point."""
+    """Lesions found, by the groups of ``lesion_groups``: at the detection threshold and at the
+    data set's <= 1 FP/case operating point."""
     def block(rows):
         n = len(rows)
         at_det = sum(r["score"] >= detection_threshold for r in rows)
@@ -102,11 +140,7 @@ def detection_by_group(lesions: list, detection_threshold: float, threshold_1fp:
                 "sensitivity_at_detection_threshold": at_det / n if n else None,
                 "sensitivity_at_1fp": at_1fp / n if n else None}
 
-    groups = {f"{lo}-{hi} mm" if hi else f">= {lo} mm": [r for r in lesions if lo <= r["diameter_mm"] < (hi or math.inf)]
-              for lo, hi in SIZE_BINS_MM}
-    for kind in sorted({r["kind"] for r in lesions if r.get("kind")}):
-        groups[kind] = [r for r in lesions if r.get("kind") == kind]
-    return {"threshold_1fp": threshold_1fp, "groups": {k: block(v) for k, v in groups.items()}}
+    return {"threshold_1fp": threshold_1fp, "groups": {k: block(v) for k, v in lesion_groups(lesions).items()}}
 
 
 def evaluate_dataset(model, data_dir: Path, eval_threshold: float = EVAL_THRESHOLD,
@@ -124,8 +158,8 @@ def evaluate_dataset(model, data_dir: Path, eval_threshold: float = EVAL_THRESHO
     patients = classification.patient_rows([r["patient"] for r in results])
     scored = [p for p in patients if p["truth"] is not None and p["score"] is not None]
     froc = detection.froc_summary(matches)
-    kinds = lesion_kinds(data_dir)
-    lesions = [{**les, "case_id": r["row"]["case_id"], "kind": kinds.get((r["row"]["case_id"], les["label"]))}
+    details = lesion_details(data_dir)
+    lesions = [{**les, "case_id": r["row"]["case_id"], **details.get((r["row"]["case_id"], les["label"]), {})}
                for r in results for les in r["lesions"]]
     return {
         "data": {"path": str(data_dir), "n_cases": len(results), "n_patients": len(patients),
@@ -179,7 +213,9 @@ def evaluate_blds(model, blds_dir: Path, eval_threshold: float = EVAL_THRESHOLD,
         patches.append({"patch": name, "n_true": len(true_boxes), "hits": at_thr["hits"],
                         "false_positives": at_thr["false_positives"],
                         "scores": [round(float(s), 4) for s in match.scores],
-                        "hit": [bool(h) for h in match.hits]})
+                        "hit": [bool(h) for h in match.hits],
+                        "lesions": [{"lesion": f"{name.split('.')[0]}.{k + 1}", **row}
+                                    for k, row in enumerate(lesion_ranks(match))]})
     froc = detection.froc_summary(matches)
     n_truth = froc["curve"]["n_truth"]
     found = int(round(detection.sensitivity_at(froc["curve"], max_fp) * n_truth)) if n_truth else 0
@@ -187,6 +223,20 @@ def evaluate_blds(model, blds_dir: Path, eval_threshold: float = EVAL_THRESHOLD,
             "at_detection_threshold": detection.at_threshold(matches, det_thr),
             "max_fp_per_patch": max_fp, "found_at_max_fp": found,
             "summary": f"found {found} of {n_truth} at <= {max_fp:g} FP per patch"}
+
+
+def lesion_ranks(match) -> list[dict]:
+    """Per true lesion of one case: the score of the prediction that found it (None: none did),
+    its rank among the case's predictions (1 = highest score) and the false positives that
+    score at least as high."""
+    rows = []
+    for score in detection.best_scores(match):
+        if not np.isfinite(score):
+            rows.append({"score": None, "rank": None, "false_positives_above": None})
+            continue
+        rows.append({"score": round(float(score), 4), "rank": int(np.sum(match.scores > score)) + 1,
+                     "false_positives_above": int(np.sum(~match.hits & (match.scores >= score)))})
+    return rows
 
 
 def json_ready(value):

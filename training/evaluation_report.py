@@ -78,6 +78,12 @@ def write_markdown(report: dict, path: Path) -> None:
                   f"{blds['at_detection_threshold']['false_positives']} false positives in all.", "",
                   "| patch | true lesions | hits | false positives |", "| --- | --- | --- | --- |"]
         lines += [f"| {p['patch']} | {p['n_true']} | {p['hits']} | {p['false_positives']} |" for p in blds["patches"]]
+        rows = [les for p in blds["patches"] for les in p.get("lesions", [])]
+        if rows:
+            lines += ["", "| lesion | best hit score | rank in its patch | false positives scoring as high |",
+                      "| --- | --- | --- | --- |"]
+            lines += [f"| {r['lesion']} | {_f(r['score'])} | {r['rank'] or '-'} | "
+                      f"{'-' if r['false_positives_above'] is None else r['false_positives_above']} |" for r in rows]
         lines.append("")
     lines += ["## Cases", "", "| case | patient | true | predicted | hits | FP | DSC | seconds |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -91,7 +97,7 @@ def _group_lines(by_group: dict | None) -> list[str]:
     if not by_group:
         return []
     t1 = by_group["threshold_1fp"]
-    lines = ["### Found lesions by size (equivalent diameter) and kind", "",
+    lines = ["### Found lesions by size (equivalent diameter), contrast to their bone, kind, site and form", "",
              f"At the detection threshold, and at the <= 1 FP/case operating point of this data set "
              f"(score >= {_f(t1) if t1 is not None else 'n/a'}).", "",
              "| lesions | n | found at detection threshold | found at <= 1 FP/case |", "| --- | --- | --- | --- |"]

@@ -1,6 +1,7 @@
 """Write synthetic training/evaluation cases (format A) from one real host CT.
 
-    python -m training.make_synthetic_dataset --host NAME --cases N --seed S --out DIR [--easy] [--crop MM]
+    python -m training.make_synthetic_dataset --host NAME --cases N --seed S --out DIR
+                                              [--setting default|easy|realistic|faint] [--crop MM]
 
 ``NAME``: a host of ``training.hosts.load_host`` ("abdomen", "chest", "lumbar", a CT file or
 DICOM folder), or "heldout": the TotalSegmentator DICOM series
@@ -9,9 +10,11 @@ DICOM folder), or "heldout": the TotalSegmentator DICOM series
 Case ``i`` is one synthetic patient (``training.synthetic.plant_lesions``) drawn with the seed
 ``(S, i)``, so a case does not depend on how many others are made. ``--crop MM`` cuts each case
 to a cube of that size around a random bone voxel (small cases for tests and quick checks).
-The generator's settings and each lesion's kind, site and size go to ``dataset.json`` (with those
-of the cases that earlier runs wrote into the same folder; ``training.evaluate`` reports detection
-by kind from them).
+``--setting`` chooses the generator's preset (``SyntheticConfig.preset``; ``--easy`` is
+``--setting easy``). The generator's settings and each lesion's kind, site, form, size and
+measured contrast to its bone (``training.lesion_measures``, the definition the realism report
+uses on real lesions) go to ``dataset.json`` (with those of the cases that earlier runs wrote into
+the same folder; ``training.evaluate`` reports detection by kind, site and contrast from them).
 """
 
 from __future__ import annotations
@@ -29,11 +32,14 @@ from .dataset import write_case
 from .dataset.format import DATASET_JSON
 from . import hosts
 from .hosts import Host
-from .synthetic import SyntheticConfig, plant_lesions
+from .lesion_measures import box_statistics
+from .synthetic import PRESETS, SyntheticConfig, plant_lesions
 
 HELD_OUT = "heldout"
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MAX_DRAWS = 10  # a crop without room for a lesion is drawn again
+LESION_DETAILS = ("label", "origin", "kind", "site", "form", "radius_mm", "n_voxels", "contrast_hu",
+                  "max_side_mm")
 
 
 def resolve_host(name: str, shared_data: Path) -> Host:
@@ -43,12 +49,15 @@ def resolve_host(name: str, shared_data: Path) -> Host:
 
 def make_case(host: Host, seed: int, index: int, config: SyntheticConfig, crop_mm: int | None = None):
     """``(image, labels, lesions)`` of synthetic patient ``index``: HU image (int16) and UInt16
-    labels with the host's (or the crop's) 1 mm geometry, and the planted lesion dicts."""
+    labels with the host's (or the crop's) 1 mm geometry, and the planted lesion dicts (with
+    their measured ``contrast_hu`` and ``max_side_mm``)."""
     rng = np.random.default_rng((seed, index))
     for _ in range(MAX_DRAWS):
         where = host if crop_mm is None else _random_crop(host, int(crop_mm), config, rng)
         image_hu, labels, lesions = plant_lesions(where, rng=rng, config=config)
         if lesions:
+            for les in lesions:
+                les.update(_measures(image_hu, les["bbox"]))
             image = sitk.GetImageFromArray(np.clip(np.round(image_hu), -32768, 32767).astype(np.int16))
             image.CopyInformation(where.grid)
             label_image = sitk.GetImageFromArray(labels)
@@ -67,8 +76,7 @@ def make_dataset(host: Host, n_cases: int, seed: int, out: Path, config: Synthet
         case_id = f"{host.name}-{seed}-{i:04d}"
         image, labels, lesions = make_case(host, seed, i, config, crop_mm)
         written.append(write_case(out, case_id, image, labels, {les["label"]: les["origin"] for les in lesions}))
-        details[case_id] = [{k: les[k] for k in ("label", "origin", "kind", "site", "radius_mm", "n_voxels")}
-                            for les in lesions]
+        details[case_id] = [{k: les[k] for k in LESION_DETAILS} for les in lesions]
     details = {**_earlier_cases(out / DATASET_JSON), **details}
     meta = {
         "name": f"synthetic-{host.name}-{seed}",
@@ -81,6 +89,18 @@ def make_dataset(host: Host, n_cases: int, seed: int, out: Path, config: Synthet
     with atomic_write(out / DATASET_JSON, overwrite=True) as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     return written
+
+
+def _measures(image_hu: np.ndarray, bbox) -> dict:
+    """Contrast to the surrounding cancellous bone and largest side of a planted lesion's box,
+    measured on a crop around it (``training.lesion_measures.box_statistics``)."""
+    lo, hi = np.array(bbox[:3], float), np.array(bbox[3:], float)
+    start = np.maximum(lo.astype(int) - 12, 0)
+    stop = np.minimum(hi.astype(int) + 12, image_hu.shape)
+    crop = image_hu[tuple(slice(a, b) for a, b in zip(start, stop))]
+    stats = box_statistics(crop, lo - start, hi - start)
+    return {"contrast_hu": round(float(stats["contrast_hu"]), 1),
+            "max_side_mm": round(float(stats["max_side_mm"]), 1)}
 
 
 def _earlier_cases(path: Path) -> dict:
@@ -108,14 +128,16 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--out", required=True, help="data set folder (created; existing cases are kept)")
-    parser.add_argument("--easy", action="store_true", help="large high-contrast lesions (SyntheticConfig.easy)")
+    parser.add_argument("--setting", choices=sorted(PRESETS), default="default",
+                        help="generator preset (SyntheticConfig.preset)")
+    parser.add_argument("--easy", action="store_true", help="the same as --setting easy")
     parser.add_argument("--crop", type=int, help="cut each case to a cube of this many mm around bone")
     parser.add_argument("--shared-data", default=str(DEFAULT_SHARED_DATA))
     args = parser.parse_args(argv)
-    config = SyntheticConfig.easy() if args.easy else SyntheticConfig()
+    setting = "easy" if args.easy else args.setting
     host = resolve_host(args.host, Path(args.shared_data))
-    paths = make_dataset(host, args.cases, args.seed, Path(args.out), config, args.crop,
-                         "easy" if args.easy else "default")
+    paths = make_dataset(host, args.cases, args.seed, Path(args.out), SyntheticConfig.preset(setting),
+                         args.crop, setting)
     print(f"wrote {len(paths)} case(s) to {args.out}")
     return 0
 

@@ -24,7 +24,7 @@ Everything random comes from the ``rng`` passed in: same seed, same patient.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -166,6 +166,24 @@ class SyntheticConfig(DictConfig):
             blastic_texture=(0.1, 0.3), blastic_texture_mm=1.0,
         )
 
+    @classmethod
+    def faint(cls) -> "SyntheticConfig":
+        """The issue-11 test bench: ``realistic`` sclerotic lesions only, +100 to +200 HU above the
+        bone they replace, 10-30 mm (what the detector must learn to see on real CT)."""
+        base = cls.realistic()
+        return replace(base, kind_probs={"lung": {"blastic": 1.0}, "other": {"blastic": 1.0}},
+                       diameter_mm=(10.0, 30.0), blastic_contrast_hu=(100.0, 200.0),
+                       p_expansile={})
+
+    @classmethod
+    def preset(cls, name: str) -> "SyntheticConfig":
+        """A named setting: one of ``PRESETS``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown generator setting {name!r}; expected one of {', '.join(PRESETS)}")
+        return cls() if name == "default" else getattr(cls, name)()
+
+
+PRESETS = ("default", "easy", "realistic", "faint")
 
 # ----------------------------------------------------------------------------- patient
 

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from BoneMetSegLib.inference.predictor import load_model
 from BoneMetSegLib.inference.weights import load_weights, save_weights
 from training.dataset import list_cases, load_case, validate_dataset
-from training.evaluate import detection_by_group, equivalent_diameter_mm, lesion_kinds
+from training.evaluate import detection_by_group, equivalent_diameter_mm, lesion_details, lesion_ranks
 from training.evaluate import main as evaluate_main
 from training.make_synthetic_dataset import main as make_main
 from training.metrics import detection, segmentation
@@ -88,7 +88,7 @@ def test_detection_by_size_and_kind_adds_up(report, dataset):
     _, rep = report
     groups, at = rep["detection"]["by_group"]["groups"], rep["detection"]["at_detection_threshold"]
     sizes = [g for name, g in groups.items() if name.endswith("mm")]
-    kinds = {name: g for name, g in groups.items() if not name.endswith("mm")}
+    kinds = {name: g for name, g in groups.items() if name in ("lytic", "blastic", "mixed")}
     assert sum(g["n"] for g in sizes) == rep["data"]["n_lesions"] == len(rep["lesions"])
     assert sum(g["found_at_detection_threshold"] for g in sizes) == at["hits"]
     planted = json.loads((dataset / "dataset.json").read_text())["generator"]["cases"]
@@ -100,7 +100,9 @@ def test_detection_by_size_and_kind_adds_up(report, dataset):
     t1 = detection.threshold_at(rep["detection"]["curve"], 1.0)
     found = sum(les["score"] is not None and les["score"] >= t1 for les in rep["lesions"])
     assert sum(g["found_at_1fp"] for g in sizes) == found
-    assert "by size (equivalent diameter) and kind" in (report[0] / "report.md").read_text()
+    assert "by size (equivalent diameter), contrast to their bone, kind" in (report[0] / "report.md").read_text()
+    contrast = [g for name, g in groups.items() if name.endswith(" HU")]
+    assert sum(g["n"] for g in contrast) == rep["data"]["n_lesions"]  # every planted lesion has its contrast
 
 
 def test_detection_by_group_by_hand():
@@ -118,7 +120,8 @@ def test_a_second_run_into_the_same_folder_keeps_the_first_runs_lesion_details(s
                           "--crop", "48", "--shared-data", str(shared_data)]) == 0
     cases = json.loads((tmp_path / "dataset.json").read_text())["generator"]["cases"]
     assert sorted(cases) == sorted(c.name for c in list_cases(tmp_path)) and len(cases) == 2
-    assert set(lesion_kinds(tmp_path).values()) <= {"lytic", "blastic"} and len(lesion_kinds(tmp_path)) >= 2
+    details = lesion_details(tmp_path)
+    assert {d["kind"] for d in details.values()} <= {"lytic", "blastic"} and len(details) >= 2
 
 
 def test_voxel_metrics_equal_a_run_at_the_detection_threshold(report, dataset):
@@ -173,3 +176,49 @@ def test_origin_metrics_with_every_prediction_shown(dataset, tmp_path):
     assert lesion["tp"] + lesion["fp"] + lesion["tn"] + lesion["fn"] == lesion["n"]
     assert patient["n_without_prediction"] == sum(c["n_predicted"] == 0 for c in rep["cases"])
     assert rep["blds"] is None and "BLDS" not in (out / "report.md").read_text()
+
+
+def test_detection_by_contrast_site_and_the_faint_target_by_hand():
+    rows = [{"diameter_mm": 12.0, "score": 0.9, "contrast_hu": 150.0, "max_side_mm": 14.0, "site": "rib"},
+            {"diameter_mm": 8.0, "score": 0.2, "contrast_hu": 120.0, "max_side_mm": 9.0, "site": "rib"},
+            {"diameter_mm": 15.0, "score": 0.4, "contrast_hu": -250.0, "max_side_mm": 20.0, "site": "pelvis",
+             "form": "expansile"},
+            {"diameter_mm": 20.0, "score": -np.inf, "contrast_hu": 199.0, "max_side_mm": 22.0, "site": "pelvis"}]
+    out = detection_by_group(rows, detection_threshold=0.5, threshold_1fp=0.3)["groups"]
+    got = {k: (g["n"], g["found_at_detection_threshold"], g["found_at_1fp"]) for k, g in out.items() if g["n"]}
+    assert got["+100 to +200 HU"] == (3, 1, 1)
+    assert got["< -200 HU"] == (1, 0, 1)
+    assert got["faint target: >= 10 mm and +100 to +200 HU"] == (2, 1, 1)  # the 9 mm one is left out
+    assert got["site rib"] == (2, 1, 1) and got["site pelvis"] == (2, 0, 1)
+    assert got["form expansile"] == (1, 0, 1)
+    assert out["0 to +100 HU"]["n"] == 0 and out["0 to +100 HU"]["sensitivity_at_1fp"] is None
+
+
+def test_lesion_ranks_by_hand():
+    # predictions 0.9 (FP), 0.7 (hits truth 1), 0.5 (FP), 0.3 (hits truth 0); truth 2 not found
+    pred = np.array([[50, 50, 50, 60, 60, 60], [20, 0, 0, 30, 10, 10], [70, 70, 70, 80, 80, 80],
+                     [0, 0, 0, 10, 10, 10]], float)
+    truth = np.array([[0, 0, 0, 10, 10, 10], [20, 0, 0, 30, 10, 10], [90, 90, 90, 99, 99, 99]], float)
+    match = detection.match_lesions(pred, (pred[:, :3] + pred[:, 3:]) / 2, [0.9, 0.7, 0.5, 0.3], truth)
+    assert lesion_ranks(match) == [{"score": 0.3, "rank": 4, "false_positives_above": 2},
+                                   {"score": 0.7, "rank": 2, "false_positives_above": 1},
+                                   {"score": None, "rank": None, "false_positives_above": None}]
+
+
+def test_faint_setting_records_each_lesions_measured_contrast(shared_data, tmp_path):
+    from training.lesion_measures import box_statistics
+
+    assert make_main(["--host", "heldout", "--cases", "2", "--seed", "31", "--out", str(tmp_path),
+                      "--setting", "faint", "--crop", "64", "--shared-data", str(shared_data)]) == 0
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    assert "faint settings" in meta["description"]
+    for case_dir in list_cases(tmp_path):
+        case = load_case(case_dir)
+        image = sitk.GetArrayFromImage(case.image).astype(np.float32)
+        labels = case.label_array()
+        for les in meta["generator"]["cases"][case_dir.name]:
+            assert les["kind"] == "blastic"
+            idx = np.argwhere(labels == les["label"])
+            stats = box_statistics(image, idx.min(0).astype(float), idx.max(0) + 1.0)
+            assert les["contrast_hu"] == pytest.approx(stats["contrast_hu"], abs=2.0)  # int16 rounding
+            assert 40 < les["contrast_hu"] < 300  # nominal +100..+200 above the replaced bone

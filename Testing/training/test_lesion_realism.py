@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from training.lesion_realism import box_statistics, coverage, mask_shape
+from training.lesion_measures import box_statistics, mask_shape
+from training.lesion_realism import coverage
 
 
 def _bone_with_ball(contrast: float, sigma: float = 0.0, shape=(64, 64, 64), radius=8.0):
