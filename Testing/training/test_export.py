@@ -8,7 +8,7 @@ import torch
 from BoneMetSegLib.errors import BoneMetSegModelError
 from BoneMetSegLib.inference.predictor import load_model
 from BoneMetSegLib.inference.weights import default_weights_path, sha256_of_file
-from BoneMetSegLib.model import MaskRCNN3D
+from BoneMetSegLib.model import MaskRCNN3D, ModelConfig
 from training import export as export_mod
 from training.checkpoint import save_checkpoint
 from training.config import REPO_ROOT, load_config
@@ -88,7 +88,15 @@ def test_into_package_writes_default_weights_atomically(checkpoint, tmp_path, mo
     assert main(["--checkpoint", str(checkpoint[0]), "--into-package"]) == 0
     card = json.loads(target.with_suffix(".json").read_text())
     assert card["weights_file"] == "default.pt" and card["name"] == "bonemetseg-tiny"
-    assert load_model(target, device="cpu") is not None
+    loaded = load_model(target, device="cpu")
+    assert loaded.config == ModelConfig.from_dict(card["architecture"])  # the card's architecture, rebuilt
+    reference = MaskRCNN3D(loaded.config).eval()  # the checkpoint's weights as exported (float16)
+    reference.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in checkpoint[1].items()})
+    torch.manual_seed(3)
+    image, boxes = torch.randn(1, 1, 64, 64, 64), [torch.tensor([[8.0, 10.0, 12.0, 40.0, 44.0, 36.0]])]
+    with torch.inference_mode():
+        expected, got = reference.score_boxes(image, boxes)[0], loaded.net.score_boxes(image, boxes)[0]
+    torch.testing.assert_close(got, expected)  # the loaded network computes what the checkpoint's does
     assert sorted(p.name for p in target.parent.iterdir()) == ["default.json", "default.pt"]  # no temp files
     assert (sha256_of_file(real) if real.is_file() else None) == real_sha  # the real package is untouched
 
