@@ -9,6 +9,8 @@ from __future__ import annotations
 import colorsys
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -70,6 +72,24 @@ def erase_half(seg_node, segment_id):
         image, seg_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
 
 
+def cli_report(tmp_path, *args) -> dict:
+    """Run the ``bonemetseg`` CLI itself (not through the Logic) and read the JSON report it wrote."""
+    report = tmp_path / "cli_report.json"
+    proc = subprocess.run([sys.executable, "-m", "BoneMetSegLib.cli", *map(str, args), "--device", "cpu",
+                           *(["--report", report] if args[0] == "rescore" else [])],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(report.read_text())
+
+
+def labels_file(mask: np.ndarray, reference: sitk.Image, path) -> str:
+    """A (k, j, i) mask as label 1 on the reference CT's grid."""
+    image = sitk.GetImageFromArray(mask.astype(np.uint16))
+    image.CopyInformation(reference)
+    sitk.WriteImage(image, str(path))
+    return str(path)
+
+
 @pytest.fixture
 def loaded(slicer_app, scene, ct_case, logic_run):
     """The run's results loaded under a study in a fresh scene: (logic, volume, seg, table, report)."""
@@ -84,7 +104,7 @@ def loaded(slicer_app, scene, ct_case, logic_run):
     seg, table = logic.load_results(run)
     report = json.loads(run.report_path.read_text())
     return {"logic": logic, "volume": volume, "seg": seg, "table": table, "report": report, "run": run,
-            "study": study, "labelmap": logic_run["run"].labelmap_path}
+            "study": study, "labelmap": logic_run["run"].labelmap_path, "ct_path": ct_case["path"]}
 
 
 def test_volume_node_written_for_the_cli_keeps_exact_geometry(slicer_app, scene, ct_case):
@@ -99,13 +119,17 @@ def test_volume_node_written_for_the_cli_keeps_exact_geometry(slicer_app, scene,
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(on_disk))
 
 
-def test_run_reports_progress_then_done(logic_run):
+def test_run_reports_progress_then_done(logic_run, ct_case):
     statuses = logic_run["statuses"]
     assert statuses[-1].state == "done", statuses[-1].message
     fractions = [s.fraction for s in statuses]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert any(s.state == "running" and 0 < s.fraction < 1 and s.message for s in statuses)
-    assert not logic_run["run"].input_path.is_file() or logic_run["run"].input_path.suffix == ".nrrd"
+    run = logic_run["run"]  # the CLI read the volume the Logic wrote, with the CT's own grid
+    report = json.loads(run.report_path.read_text())
+    assert report["input"]["path"] == str(run.input_path) and run.input_path.name == "input.nrrd"
+    assert report["input"]["size"] == list(ct_case["image"].GetSize())
+    np.testing.assert_allclose(report["input"]["spacing"], ct_case["image"].GetSpacing(), atol=1e-6)
 
 
 def test_results_become_one_tagged_segment_per_lesion(loaded):
@@ -179,7 +203,7 @@ def test_geometry_hierarchy_table_and_patient_summary(loaded, scene):
     np.testing.assert_allclose(center * [-1, -1, 1], centroid_lps, atol=0.01)
 
 
-def test_erase_part_of_a_lesion_then_rescore(loaded):
+def test_erase_part_of_a_lesion_then_rescore(loaded, tmp_path):
     logic, seg, table, volume = loaded["logic"], loaded["seg"], loaded["table"], loaded["volume"]
     first = loaded["report"]["lesions"][0]
     sid = first["segment_id"]
@@ -201,8 +225,14 @@ def test_erase_part_of_a_lesion_then_rescore(loaded):
     assert volume_ml == pytest.approx(len(after_lps) * voxel_ml, rel=1e-3)
     assert volume_ml < first["volume_ml"]
     p = float(tag(segment, "BoneMetSeg.LungOriginProbability"))
-    assert 0.0 <= p <= 1.0 and 0.0 <= float(tag(segment, "BoneMetSeg.DetectionScore")) <= 1.0
-    assert tag(segment, "BoneMetSeg.PredictedOrigin") == ("lung" if p >= 0.5 else "other")
+    # the same erased mask on the same CT, scored by the CLI directly, gives the same values
+    mask = logic.mask_on_volume(seg, sid, volume)
+    direct = cli_report(tmp_path, "rescore", loaded["ct_path"], "--labels",
+                        labels_file(mask, sitk.ReadImage(str(loaded["ct_path"])), tmp_path / "erased.nii.gz"))
+    (expected,) = direct["lesions"]
+    assert p == pytest.approx(expected["lung_origin_probability"], abs=2e-4)
+    assert float(tag(segment, "BoneMetSeg.DetectionScore")) == pytest.approx(expected["detection_score"], abs=2e-4)
+    assert tag(segment, "BoneMetSeg.PredictedOrigin") == expected["predicted_origin"]
     for other_id, score in others.items():  # untouched lesions keep their scores
         assert tag(seg.GetSegmentation().GetSegment(other_id), "BoneMetSeg.DetectionScore") == score
     t = table.GetTable()
@@ -295,14 +325,56 @@ def test_export_training_case_reads_back_valid(loaded, tmp_path):
         logic.export_training_case(volume, seg, tmp_path / "dataset", "case-001")
 
 
-def test_cancel_ends_the_subprocess_tree_within_seconds(slicer_app, scene, ct_case):
+SLOW_WRITE_HOOK = """
+import os, time
+if os.environ.get("BONEMETSEG_TEST_SLOW_WRITE"):
+    import slicerio
+    _real = slicerio.write_segmentation
+    def _slow(*args, **kwargs):
+        _real(*args, **kwargs)
+        print('{"progress": 1.0, "message": "test: seg written"}', flush=True)
+        time.sleep(60)
+    slicerio.write_segmentation = _slow
+"""
+
+
+def wait_until(run, condition, timeout=240.0):
+    """Poll the run (as the module's timer does) until ``condition(status)``; that status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = run.poll()
+        assert status.state == "running", f"the run ended before the wanted stage: {status} {run.stderr}"
+        if condition(status):
+            return status
+        time.sleep(0.05)
+    pytest.fail(f"the wanted stage did not come within {timeout} s")
+
+
+def in_inference(status) -> bool:
+    """Progress inside the inference stage (after read 5 % + preprocess 15 %, before postprocess)."""
+    from BoneMetSegLib.inference.progress import ProgressReporter
+
+    reporter = ProgressReporter()
+    return reporter.overall("inference", 0.0) <= status.fraction < reporter.overall("postprocess", 0.0)
+
+
+@pytest.mark.parametrize("stage", ["inference", "writing"])
+def test_cancel_ends_the_subprocess_tree_within_seconds(slicer_app, scene, ct_case, stage, tmp_path, monkeypatch):
     from BoneMetSegLogic import BoneMetSegLogic, RunOptions
 
+    if stage == "writing":  # the child sleeps after writing the .seg.nrrd temporary file
+        (tmp_path / "sitecustomize.py").write_text(SLOW_WRITE_HOOK)
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+        monkeypatch.setenv("BONEMETSEG_TEST_SLOW_WRITE", "1")
     volume = slicer_app.load_volume(ct_case["path"])
+    nodes_before = scene.GetNumberOfNodes()
     run = BoneMetSegLogic(scene).start(volume, RunOptions(device="cpu"))
     try:
-        time.sleep(1.0)
-        assert run.poll().state == "running"
+        if stage == "inference":
+            wait_until(run, in_inference)
+        else:
+            wait_until(run, lambda status: status.message == "test: seg written")
+            assert [p for p in run.workdir.iterdir() if p.name.startswith(".~")], "no temporary file while writing"
         pgid = os.getpgid(run.process.pid)
         t0 = time.monotonic()
         run.cancel()
@@ -311,10 +383,12 @@ def test_cancel_ends_the_subprocess_tree_within_seconds(slicer_app, scene, ct_ca
             os.killpg(pgid, 0)  # no process of the group is left
         assert time.monotonic() - t0 < 3.0
         assert run.poll().state == "cancelled"
-        assert not run.seg_path.exists() and not run.report_path.exists()
+        for output in (run.seg_path, run.report_path, run.labelmap_path):
+            assert not output.exists(), f"{output.name} appeared under its final name"
+        assert scene.GetNumberOfNodes() == nodes_before  # the scene is as it was
     finally:
         run.cleanup()
-    assert not run.workdir.exists()
+    assert not run.workdir.exists()  # temporary files went with the run's folder
 
 
 def test_a_failing_run_reports_the_cli_error(scene):
@@ -330,15 +404,18 @@ def test_a_failing_run_reports_the_cli_error(scene):
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = 0
     volume.SetAndObserveImageData(image)
     logic = BoneMetSegLogic(scene)
+    nodes_before = [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
     run = logic.start(volume, RunOptions(device="cpu"))
     try:
         status = run.wait(timeout=60)
         assert status.state == "failed"
+        assert "\n" not in status.message
         # the CLI's own one-line reason, naming the volume rather than the temporary file
         assert status.message == ("bonemetseg: error: volume 'flat': every voxel has the same value (0); "
                                   "check that the right image was selected.")
         with pytest.raises(BoneMetSegRunError, match="failed"):
             logic.load_results(run)
+        assert [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())] == nodes_before
     finally:
         run.cleanup()
     with pytest.raises(ValueError, match="CT volume"):
@@ -354,7 +431,7 @@ def test_click_outside_the_image_is_a_clear_error(loaded):
     assert seg.GetSegmentation().GetNumberOfSegments() == n
 
 
-def test_click_on_a_detected_lesion_adds_the_next_lesion_there(loaded):
+def test_click_on_a_detected_lesion_adds_the_next_lesion_there(loaded, tmp_path):
     """The click-to-add path on a lesion this model does detect (the planted one: test_click_to_add.py)."""
     from BoneMetSegLogic import RunOptions
 
@@ -368,7 +445,13 @@ def test_click_on_a_detected_lesion_adds_the_next_lesion_there(loaded):
     assert segment.GetName() == f"Lesion {n + 1}"
     assert tag(segment, "BoneMetSeg.Edited") == "true"
     assert tag(segment, "DICOM.SegmentAlgorithmType") == "SEMIAUTOMATIC"
-    assert 0.0 <= float(tag(segment, "BoneMetSeg.DetectionScore")) <= 1.0
+    x, y, z = (float(v) for v in click_ras * [-1, -1, 1])
+    direct = cli_report(tmp_path, "predict", loaded["ct_path"], "-o", tmp_path / "point.seg.nrrd", "--report",
+                        tmp_path / "cli_report.json", f"--point={x!r},{y!r},{z!r}", "--progress", "none")
+    assert len(direct["lesions"]) == 1  # the CLI at the same click on the same CT: the same lesion and scores
+    assert float(tag(segment, "BoneMetSeg.DetectionScore")) == pytest.approx(direct["lesions"][0]["detection_score"], abs=2e-4)
+    assert float(tag(segment, "BoneMetSeg.LungOriginProbability")) == pytest.approx(
+        direct["lesions"][0]["lung_origin_probability"], abs=2e-4)
     new = {tuple(np.round(p, 2)) for p in segment_voxels_lps(seg, sid)}
     old = {tuple(np.round(p, 2)) for p in segment_voxels_lps(seg, first["segment_id"])}
     assert new & old, "the added lesion does not overlap the lesion that was clicked"
