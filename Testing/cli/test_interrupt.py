@@ -20,29 +20,13 @@ from pathlib import Path
 import pytest
 
 from BoneMetSegLib.cli import main
+from slow_write_hook import SEG_WRITTEN, hook_environment
 
 CLI = [sys.executable, "-m", "BoneMetSegLib.cli"]
-SLOW_WRITE = '''
-import os, sys, time
-if os.environ.get("BONEMETSEG_TEST_SLOW_WRITE"):
-    import slicerio
-    _real = slicerio.write_segmentation
-    def _slow(*args, **kwargs):
-        _real(*args, **kwargs)
-        print('{"progress": 1.0, "message": "test: seg written"}', flush=True)
-        time.sleep(60)
-    slicerio.write_segmentation = _slow
-'''
-
-
 def start(args, tmp_path: Path, slow_write: bool = False) -> subprocess.Popen:
     env = dict(os.environ)
     if slow_write:
-        hook = tmp_path / "hook"
-        hook.mkdir(exist_ok=True)
-        (hook / "sitecustomize.py").write_text(SLOW_WRITE)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
-        env["BONEMETSEG_TEST_SLOW_WRITE"] = "1"
+        env.update(hook_environment(tmp_path / "hook"))
     return subprocess.Popen(CLI + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
 
@@ -72,13 +56,13 @@ def assert_stopped_cleanly(proc: subprocess.Popen, out: Path) -> None:
 
 
 @pytest.mark.parametrize("sig,stage", [(signal.SIGINT, "Detecting lesions"), (signal.SIGTERM, "Detecting lesions"),
-                                       (signal.SIGTERM, "test: seg written"), (signal.SIGINT, "test: seg written")])
+                                       (signal.SIGTERM, SEG_WRITTEN), (signal.SIGINT, SEG_WRITTEN)])
 def test_signal_during_inference_or_writing_exits_3_and_leaves_nothing(lesion_case, tmp_path, sig, stage):
     out = tmp_path / "out"
-    proc = start(predict_args(lesion_case["path"], out), tmp_path, slow_write=stage.startswith("test:"))
+    proc = start(predict_args(lesion_case["path"], out), tmp_path, slow_write=stage == SEG_WRITTEN)
     try:
         wait_for_message(proc, stage)
-        if stage.startswith("test:"):
+        if stage == SEG_WRITTEN:
             assert [p.name for p in out.iterdir() if p.name.startswith(".~")], "no temporary file while writing"
         proc.send_signal(sig)
         assert_stopped_cleanly(proc, out)
@@ -102,7 +86,7 @@ def test_temporary_files_of_a_killed_run_are_removed_by_the_next_run(lesion_case
     out = tmp_path / "out"
     proc = start(predict_args(lesion_case["path"], out), tmp_path, slow_write=True)
     try:
-        wait_for_message(proc, "test: seg written")
+        wait_for_message(proc, SEG_WRITTEN)
         proc.kill()  # kill -9: no handler runs
         proc.wait(timeout=30)
     finally:

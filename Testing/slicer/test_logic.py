@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from BoneMetSegLib.postprocess.lesions import ORIGIN_COLORS
 from conftest import reload_run
+from slow_write_hook import SEG_WRITTEN, hook_environment
 
 TERMINOLOGY = ("Segmentation category and type - DICOM master list~SCT^49755003^Morphologically Altered Structure"
                "~SCT^14799000^Neoplasm, Secondary~^^~Anatomic codes - DICOM master list~^^~^^")
@@ -325,19 +326,6 @@ def test_export_training_case_reads_back_valid(loaded, tmp_path):
         logic.export_training_case(volume, seg, tmp_path / "dataset", "case-001")
 
 
-SLOW_WRITE_HOOK = """
-import os, time
-if os.environ.get("BONEMETSEG_TEST_SLOW_WRITE"):
-    import slicerio
-    _real = slicerio.write_segmentation
-    def _slow(*args, **kwargs):
-        _real(*args, **kwargs)
-        print('{"progress": 1.0, "message": "test: seg written"}', flush=True)
-        time.sleep(60)
-    slicerio.write_segmentation = _slow
-"""
-
-
 def wait_until(run, condition, timeout=240.0):
     """Poll the run (as the module's timer does) until ``condition(status)``; that status."""
     deadline = time.monotonic() + timeout
@@ -363,9 +351,8 @@ def test_cancel_ends_the_subprocess_tree_within_seconds(slicer_app, scene, ct_ca
     from BoneMetSegLogic import BoneMetSegLogic, RunOptions
 
     if stage == "writing":  # the child sleeps after writing the .seg.nrrd temporary file
-        (tmp_path / "sitecustomize.py").write_text(SLOW_WRITE_HOOK)
-        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
-        monkeypatch.setenv("BONEMETSEG_TEST_SLOW_WRITE", "1")
+        for key, value in hook_environment(tmp_path / "hook").items():
+            monkeypatch.setenv(key, value)
     volume = slicer_app.load_volume(ct_case["path"])
     nodes_before = scene.GetNumberOfNodes()
     run = BoneMetSegLogic(scene).start(volume, RunOptions(device="cpu"))
@@ -373,7 +360,7 @@ def test_cancel_ends_the_subprocess_tree_within_seconds(slicer_app, scene, ct_ca
         if stage == "inference":
             wait_until(run, in_inference)
         else:
-            wait_until(run, lambda status: status.message == "test: seg written")
+            wait_until(run, lambda status: status.message == SEG_WRITTEN)
             assert [p for p in run.workdir.iterdir() if p.name.startswith(".~")], "no temporary file while writing"
         pgid = os.getpgid(run.process.pid)
         t0 = time.monotonic()
