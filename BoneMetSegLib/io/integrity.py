@@ -135,7 +135,7 @@ def _text_header(path: Path, end_marker) -> tuple[list[str], int] | None:
         lines.append(line)
         if done:
             return lines, pos
-    return None
+    return (lines, pos) if len(head) < HEADER_LIMIT else None  # a header-only file (.nhdr)
 
 
 def _fields(lines: list[str], sep: str) -> dict:
@@ -165,45 +165,60 @@ def _product(text: str) -> int:
     return int(np.prod([int(v) for v in text.split()], dtype=np.int64))
 
 
+def _data_location(path: Path, offset: int, detached: str | None) -> tuple[Path, int] | None:
+    """Where the voxel data lies: after the header, or in one detached file beside it (None: a list
+    or pattern of files, which ITK judges)."""
+    if detached is None or detached.upper() == "LOCAL":
+        return path, offset
+    if detached.upper().startswith("LIST") or " " in detached or "%" in detached:
+        return None
+    return path.parent / detached, 0
+
+
+def _verify_stream(path: Path, where: tuple[Path, int] | None, expected: int, decompressor) -> None:
+    if where is None:
+        return
+    data_file, offset = where
+    try:
+        total = _decoded_length(data_file, offset, decompressor)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _corrupt(path, f"its compressed data cannot be decoded ({exc})") from None
+    if total < expected:
+        raise _corrupt(path, f"it is truncated (holds {total} of the {expected} voxel bytes its header announces)")
+
+
 def verify_nrrd(path: Path) -> None:
-    """gzip-encoded data inside a .nrrd file: CRC and the length the header announces."""
+    """gzip-encoded NRRD data (after the header or in its detached data file): CRC and length."""
     parsed = _text_header(path, lambda line: None if line == "" else False)
     if parsed is None:
         return
     fields = _fields(parsed[0][1:], ":")
-    if fields.get("encoding") not in ("gzip", "gz") or "data file" in fields or "datafile" in fields:
+    if fields.get("encoding") not in ("gzip", "gz"):
         return
     try:
         expected = _product(fields["sizes"]) * _NRRD_TYPE_BYTES[fields["type"].lower()]
     except (KeyError, ValueError):
         return  # ITK judges headers it cannot parse
-    try:
-        total = _decoded_length(path, parsed[1], zlib.decompressobj(16 + zlib.MAX_WBITS))
-    except (OSError, EOFError, zlib.error) as exc:
-        raise _corrupt(path, f"its gzip data cannot be decoded ({exc})") from None
-    if total < expected:
-        raise _corrupt(path, f"it is truncated (holds {total} of the {expected} voxel bytes its header announces)")
+    detached = fields.get("data file", fields.get("datafile"))
+    _verify_stream(path, _data_location(path, parsed[1], detached), expected,
+                   zlib.decompressobj(16 + zlib.MAX_WBITS))
 
 
 def verify_metaimage(path: Path) -> None:
-    """zlib-compressed data inside a .mha file: Adler-32 and the length the header announces."""
+    """zlib-compressed MetaImage data (.mha, or the .zraw of a .mhd): Adler-32 and length."""
     parsed = _text_header(path, lambda line: line.replace(" ", "").lower().startswith("elementdatafile="))
     if parsed is None:
         return
     fields = _fields(parsed[0], "=")
-    if fields.get("compresseddata", "").lower() != "true" or fields.get("elementdatafile", "").upper() != "LOCAL":
+    if fields.get("compresseddata", "").lower() != "true":
         return
     try:
         channels = int(fields.get("elementnumberofchannels", "1"))
         expected = _product(fields["dimsize"]) * channels * _MET_TYPE_BYTES[fields["elementtype"].upper()]
     except (KeyError, ValueError):
         return
-    try:
-        total = _decoded_length(path, parsed[1], zlib.decompressobj())
-    except (OSError, EOFError, zlib.error) as exc:
-        raise _corrupt(path, f"its compressed data cannot be decoded ({exc})") from None
-    if total < expected:
-        raise _corrupt(path, f"it is truncated (holds {total} of the {expected} voxel bytes its header announces)")
+    where = _data_location(path, parsed[1], fields.get("elementdatafile", "LOCAL"))
+    _verify_stream(path, where, expected, zlib.decompressobj())
 
 
 VERIFIERS = {"nifti": verify_nifti, "nrrd": verify_nrrd, "metaimage": verify_metaimage}

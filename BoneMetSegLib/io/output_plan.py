@@ -70,9 +70,11 @@ def _probe_writable(path: Path) -> None:
         raise BoneMetSegOutputError(
             f"Cannot write in {path.parent} ({exc.strerror or exc}); choose another output folder."
         ) from None
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
+    try:
+        os.close(fd)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
 
 
 def check_outputs(outputs: dict, inputs, overwrite: bool, taken: dict | None = None) -> dict:

@@ -32,7 +32,7 @@ from lib.test_read_ct import phantom, write_dicom_slices
 def ct(path: Path, **kw) -> Path:
     """A tiny valid CT (air, soft tissue, a bone rod) written with SimpleITK."""
     image = phantom(**kw)
-    sitk.WriteImage(image, str(path), useCompression=str(path).endswith((".gz", ".mha", ".nrrd")))
+    sitk.WriteImage(image, str(path), useCompression=str(path).endswith((".gz", ".mha", ".nrrd", ".nhdr", ".mhd")))
     return path
 
 
@@ -170,6 +170,10 @@ CASES = [
      ["corrupt"]),
     ("mha-zlib-bytes-overwritten", lambda t: P(damage_middle(ct(t / "d.mha")), "-o", t / "o.seg.nrrd"),
      ["corrupt"]),
+    ("nhdr-detached-gzip-damaged", lambda t: P(_damage_beside(ct(t / "d.nhdr"), "d.raw.gz"), "-o", t / "o.seg.nrrd"),
+     ["corrupt"]),
+    ("mhd-detached-zraw-truncated", lambda t: P(_cut_beside(ct(t / "d.mhd"), "d.zraw"), "-o", t / "o.seg.nrrd"),
+     ["corrupt"]),
     ("rescore-truncated-labelmap", lambda t: ["rescore", t / "ct.nii.gz", "--labels",
                                               truncate_keep_trailer(ct(t / "lab.nii.gz")), "--report", t / "r.json"],
      ["corrupt"]),
@@ -230,6 +234,16 @@ def _cut(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])
     return path
+
+
+def _damage_beside(header: Path, data_name: str) -> Path:
+    damage_middle(header.parent / data_name)
+    return header
+
+
+def _cut_beside(header: Path, data_name: str) -> Path:
+    _cut(header.parent / data_name)
+    return header
 
 
 def _bytes(path: Path, data: bytes) -> Path:

@@ -70,9 +70,12 @@ def test_signal_during_inference_or_writing_exits_3_and_leaves_nothing(lesion_ca
         proc.kill()
 
 
-def test_signal_during_start_up_exits_3(lesion_case, tmp_path):
+@pytest.mark.parametrize("command", ["predict", "rescore"])
+def test_signal_during_start_up_exits_3(lesion_case, tmp_path, command):
     out = tmp_path / "out"
-    proc = start(predict_args(lesion_case["path"], out), tmp_path)
+    args = predict_args(lesion_case["path"], out) if command == "predict" else [
+        "rescore", lesion_case["path"], "--labels", lesion_case["path"], "--report", out / "r.json"]
+    proc = start(args, tmp_path)
     try:
         time.sleep(0.8)  # the interpreter is importing torch
         assert proc.poll() is None
