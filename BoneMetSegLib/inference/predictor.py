@@ -26,6 +26,7 @@ from ..postprocess.lesions import lesion_records, patient_summary
 from ..preprocessing.pipeline import crop_hu, preprocess
 from ..preprocessing.types import CTImage
 from ..result import Result
+from .border import BORDER_CONTEXT_MM, cut_faces, drop_mirrored, pad_cut_faces, shift_boxes
 from .device import describe_device, fallback_devices, select_device
 from .model_card import model_config_from_card, preprocess_config_from_card
 from .progress import ProgressReporter, check_cancel
@@ -108,8 +109,10 @@ class Predictor:
 
         t0 = time.perf_counter()
         reporter.report("inference", 0.0, "Detecting lesions")
-        seeds = seed_boxes(pre, seed_points_lps) if seed_points_lps else None
-        det = self.detect(pre.array, reporter.stage_callback("inference"), cancel, tile, _warn, seeds)
+        array, offset = pad_cut_faces(pre.array, cut_faces(pre), self.border_context_mm)
+        seeds = shift_boxes(seed_boxes(pre, seed_points_lps), [-o for o in offset]) if seed_points_lps else None
+        det = self.detect(array, reporter.stage_callback("inference"), cancel, tile, _warn, seeds)
+        det = drop_mirrored(det, offset, pre.crop_size)
         timing["inference"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -177,6 +180,11 @@ class Predictor:
     @property
     def bone_enclosure_reach_mm(self) -> int:
         return int(self.card.get("bone_enclosure_reach_mm", BONE_ENCLOSURE_REACH_MM))
+
+    @property
+    def border_context_mm(self) -> int:
+        """Mirrored context at the faces where the scan cuts the anatomy (card; 0 or null: none)."""
+        return int(self.card.get("border_context_mm", BORDER_CONTEXT_MM) or 0)
 
     @property
     def metal_median_hu(self) -> float | None:
