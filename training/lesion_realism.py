@@ -139,7 +139,8 @@ def coverage(real: list, generated: list) -> list[str]:
 def markdown(real: list, generated: dict, problems: list, command: str) -> str:
     fmt = lambda v: "-" if not np.isfinite(v) else f"{v:.0f}" if abs(v) >= 10 else f"{v:.1f}"
     lines = ["# Lesion realism: real BLDS dev lesions beside generated ones", "",
-             f"Made by `{command}` ({__name__}; definitions in its docstring). "
+             f"Made by `{command}` (`training/lesion_realism.py`; statistics defined in "
+             "`training/lesion_measures.py`). "
              "Picture: `images/lesion_realism.png`.", "",
              "## Real lesions (BLDS dev, from their boxes)", "",
              "| lesion | " + " | ".join(CHECKED_STATS) + " |",
