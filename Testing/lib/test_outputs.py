@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -367,3 +368,47 @@ def test_overlay_png_oblique_anisotropic(tmp_path):
     empty = tmp_path / "empty.png"
     write_overlay_png(ct, _empty_like(result), empty)
     assert _count_color(path, ORIGIN_COLORS["lung"]) > _count_color(empty, ORIGIN_COLORS["lung"]) + 20
+
+
+# ----------------------------------------------------------------------------- atomic_group
+
+
+def test_atomic_group_all_or_none_when_a_signal_comes_during_the_renames(tmp_path):
+    """A guard that raises when the renames end (a signal held back meanwhile) leaves no target."""
+    import contextlib
+
+    from BoneMetSegLib.errors import BoneMetSegCancelled
+    from BoneMetSegLib.io.atomic import atomic_group
+
+    @contextlib.contextmanager
+    def signal_arrives():
+        yield
+        raise BoneMetSegCancelled("stopped by SIGTERM")
+
+    targets = {"a": tmp_path / "a.json", "b": tmp_path / "b.png"}
+    with pytest.raises(BoneMetSegCancelled):
+        with atomic_group(targets, overwrite=False, commit_guard=signal_arrives()) as tmp:
+            tmp["a"].write_text("a")
+            tmp["b"].write_text("b")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_group_removes_renamed_targets_when_a_later_rename_fails(tmp_path, monkeypatch):
+    from BoneMetSegLib.io import atomic as atomic_module
+
+    real_replace = os.replace
+    calls = []
+
+    def replace_fails_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic_module.os, "replace", replace_fails_second)
+    targets = {"a": tmp_path / "a.json", "b": tmp_path / "b.png"}
+    with pytest.raises(BoneMetSegOutputError, match="No space left"):
+        with atomic_module.atomic_group(targets, overwrite=False) as tmp:
+            tmp["a"].write_text("a")
+            tmp["b"].write_text("b")
+    assert list(tmp_path.iterdir()) == []
