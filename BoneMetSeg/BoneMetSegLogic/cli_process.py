@@ -3,7 +3,7 @@
 Protocol: ``python -m BoneMetSegLib.cli predict ... --progress lines`` prints one JSON object per
 line on stdout, ``{"progress": 0.42, "message": "..."}``, and last ``{"progress": 1.0, "message":
 "done", "n_lesions": N}``; errors are one line ``bonemetseg: error: ...`` on stderr. Exit codes: 0
-done, 2 bad input/model/output, 3 cancelled. Two reader threads drain stdout and stderr (no Qt), so
+done, 1 internal error, 2 bad input/model/output, 3 cancelled (``docs/outputs.md``). Two reader threads drain stdout and stderr (no Qt), so
 ``poll()`` never blocks and a full pipe never stalls the child.
 
 The child runs in its own process group (POSIX: new session; Windows: new process group), so
