@@ -25,6 +25,7 @@ from .version import __version__
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 OUTPUT_SUFFIX = ".seg.nrrd"
 BATCH_SUMMARY = "batch_summary.json"
+OPTION_NAMES = {"dicom_seg": "--dicom-seg", "dicom_sr": "--dicom-sr"}
 
 
 def main(argv=None) -> int:
@@ -118,26 +119,31 @@ def _predict(args, guard: SignalGuard) -> int:
     spacing_mm = _model_spacing(args.model)
     if cases is None:
         outputs = check_outputs(_single_outputs(args, Path(args.output)), [src], args.overwrite)
+        source = _dicom_source(src, outputs)
         _clean_stale(outputs)
         ct = _read_checked(src, spacing_mm)
+        source = _match_source(source, ct)
         model = load_model(args.model, args.device)
-        _run_case(model, ct, src, outputs, args, guard)
+        _run_case(model, ct, src, outputs, args, guard, source)
         return 0
     out_dir = Path(args.output)
-    for opt in ("report", "labelmap", "overlay"):
+    for opt in ("report", "labelmap", "overlay", "dicom_seg", "dicom_sr"):
         if getattr(args, opt) not in (None, "auto"):
-            raise _input_error(f"With a folder of cases, give --{opt} without a path: files are named after each case in {out_dir}.")
+            raise _input_error(f"With a folder of cases, give --{opt.replace('_', '-')} without a path: files are named "
+                               f"after each case in {out_dir}.")
     taken: dict = {}
     summary_path = check_outputs({"report": out_dir / BATCH_SUMMARY}, cases, True, taken)["report"]
     plans = [(case, check_outputs(_single_outputs(args, out_dir / f"{_case_name(case)}{OUTPUT_SUFFIX}", batch=True),
                                   cases, args.overwrite, taken)) for case in cases]
+    sources = {case: _dicom_source(case, outputs) for case, outputs in plans}
     _clean_stale({"summary": summary_path})
     model = load_model(args.model, args.device)
     failures, summary = 0, []
     for case, outputs in plans:
         name = _case_name(case)
         try:
-            result = _run_case(model, _read_checked(case, spacing_mm), case, outputs, args, guard)
+            ct = _read_checked(case, spacing_mm)
+            result = _run_case(model, ct, case, outputs, args, guard, _match_source(sources[case], ct))
             summary.append({"case": name, "status": "ok", "n_lesions": len(result.lesions)})
         except BoneMetSegCancelled:
             raise
@@ -187,7 +193,29 @@ def _clean_stale(outputs: dict) -> None:
         clean_stale_temps(folder)
 
 
-def _run_case(model, ct, src: Path, outputs: dict, args, guard: SignalGuard):
+def _dicom_source(src: Path, outputs: dict):
+    """The source series' headers when a DICOM SEG/SR is asked for (refused before inference when
+    the input is not a DICOM series or lacks UIDs); else None."""
+    wanted = [OPTION_NAMES[k] for k in ("dicom_seg", "dicom_sr") if k in outputs]
+    if not wanted:
+        return None
+    if "dicom_sr" in outputs and "dicom_seg" not in outputs:
+        raise _input_error("--dicom-sr needs --dicom-seg: the SR's lesion groups reference the SEG's segments.")
+    from .io.dicom_source import dicom_source
+
+    return dicom_source(src, "/".join(wanted))
+
+
+def _match_source(source, ct):
+    """``source`` ordered by the CT's slices (refused before inference when they do not match)."""
+    if source is None:
+        return None
+    from .io.dicom_source import match_to_image
+
+    return match_to_image(source, ct.image)
+
+
+def _run_case(model, ct, src: Path, outputs: dict, args, guard: SignalGuard, source=None):
     progress = _Progress(args.progress, _case_name(src))
     try:
         tile = (args.tile,) * 3 if args.tile else None
@@ -210,7 +238,7 @@ def _run_case(model, ct, src: Path, outputs: dict, args, guard: SignalGuard):
         result.input["path"] = str(src)
         result.timing_s["read"] = ct.info.get("read_s", result.timing_s["read"])
         progress(1.0, "Writing outputs")
-        _write_outputs(ct, result, outputs, args.overwrite, guard)
+        outputs = _write_outputs(ct, result, outputs, args.overwrite, guard, source)
     finally:
         progress.close()
     if args.progress == "lines":
@@ -226,17 +254,27 @@ def _run_case(model, ct, src: Path, outputs: dict, args, guard: SignalGuard):
     return result
 
 
-def _write_outputs(ct, result, outputs: dict, overwrite: bool, guard: SignalGuard) -> None:
-    """Every output of the case into temporary files, then all renamed together (or none)."""
+def _write_outputs(ct, result, outputs: dict, overwrite: bool, guard: SignalGuard, source=None) -> dict:
+    """Every output of the case into temporary files, then all renamed together (or none); returns
+    the outputs written (no DICOM SEG without lesions: a SEG needs a segment)."""
     from .io.atomic import atomic_group
+    from .io.dicom_out import outputs_for, save_dicom_outputs
+    from .report import build_report
     from .io.write_labelmap import save_labelmap
     from .io.write_seg import save_seg_nrrd
     from .overlay import save_overlay_png
     from .report import save_report
 
+    if source is not None:
+        outputs = outputs_for(result, outputs)
+        if "dicom_seg" not in outputs:
+            print("bonemetseg: warning: no lesion found; no DICOM SEG written (a SEG needs a segment), "
+                  "the DICOM SR records the verdict 'none'.", file=sys.stderr)
     with atomic_group(outputs, overwrite, commit_guard=guard.held()) as tmp:
         t0 = time.perf_counter()
         save_seg_nrrd(result, tmp["seg"])
+        if source is not None:  # same values as the JSON report (timings are not in the SR)
+            save_dicom_outputs(result, source, tmp, build_report(result))
         if "labelmap" in outputs:
             save_labelmap(result, tmp["labelmap"], shown_as=outputs["labelmap"])
         if "overlay" in outputs:
@@ -245,6 +283,7 @@ def _write_outputs(ct, result, outputs: dict, overwrite: bool, guard: SignalGuar
         result.timing_s["total"] = sum(result.timing_s[k] for k in ("read", "preprocess", "inference", "postprocess", "write"))
         if "report" in outputs:
             save_report(result, tmp["report"])
+    return outputs
 
 
 def _rescore(args, guard: SignalGuard) -> int:
@@ -267,9 +306,14 @@ def _rescore(args, guard: SignalGuard) -> int:
         except ValueError:
             raise _input_error(f"--only must be comma-separated label values, got {args.only!r}.") from None
     spacing_mm = _model_spacing(args.model)
-    report = check_outputs({"report": Path(args.report)}, [src, labels_path], args.overwrite)["report"]
-    _clean_stale({"report": report})
+    wanted = {"report": Path(args.report)}
+    wanted.update({k: Path(getattr(args, k)) for k in ("dicom_seg", "dicom_sr") if getattr(args, k)})
+    outputs = check_outputs(wanted, [src, labels_path], args.overwrite)
+    report = outputs["report"]
+    source = _dicom_source(src, outputs)
+    _clean_stale(outputs)
     ct = _read_checked(src, spacing_mm)
+    source = _match_source(source, ct)
     labelmap = read_image_file(labels_path)
     model = load_model(args.model, args.device)
     scores = score_labelmap(model, ct, labelmap, labels=only, origin_threshold=args.origin_threshold)
@@ -281,23 +325,50 @@ def _rescore(args, guard: SignalGuard) -> int:
         for i, d in enumerate(lesions, start=1)
     ]
     patient = patient_summary(records, args.origin_threshold)
-    _write_json_atomic(report, {
+    data = {
         "bonemetseg_version": __version__,
         "model": model.model_info,
         "input": {"path": str(args.input), "labels": str(labels_path)},
         "lesions": lesions,
         "patient": {"lung_origin_probability": patient.lung_origin_probability,
                     "predicted_origin": patient.predicted_origin, "n_lesions": patient.n_lesions},
-    }, overwrite=args.overwrite, guard=guard)
+    }
+    if source is None:
+        _write_json_atomic(report, data, overwrite=args.overwrite, guard=guard)
+    else:
+        _write_rescore_dicom(labelmap, records, patient, data, source, outputs, args.overwrite, guard)
     print(f"{labels_path.name}: scored {len(lesions)} label(s); wrote {report}", file=sys.stderr)
     return 0
+
+
+def _write_rescore_dicom(labelmap, records, patient, data: dict, source, outputs: dict, overwrite: bool,
+                         guard: SignalGuard) -> None:
+    """The rescore JSON with the DICOM SEG of the scored masks and the SR of their scores, all or none."""
+    import SimpleITK as sitk
+
+    from .io.atomic import atomic_group
+    from .io.dicom_out import outputs_for, save_dicom_outputs
+    from .result import Result
+
+    for rec in records:
+        rec.segment_id = f"Lesion_{rec.id}"
+    if labelmap.GetPixelID() != sitk.sitkUInt16:
+        labelmap = sitk.Cast(labelmap, sitk.sitkUInt16)
+    result = Result(labelmap=labelmap, lesions=records, patient=patient, model=data["model"])
+    sr_report = {"model": data["model"], "patient": data["patient"],
+                 "lesions": [{"id": rec.id, **les} for rec, les in zip(records, data["lesions"])]}
+    outputs = outputs_for(result, outputs)
+    with atomic_group(outputs, overwrite, commit_guard=guard.held()) as tmp:
+        save_dicom_outputs(result, source, tmp, sr_report)
+        tmp["report"].write_text(json.dumps(data, indent=2, allow_nan=False))
 
 
 def _single_outputs(args, seg: Path, batch: bool = False) -> dict:
     if not str(seg).endswith(OUTPUT_SUFFIX):
         raise _input_error(f"The output must end in {OUTPUT_SUFFIX} (got {seg}).")
     stem = str(seg)[: -len(OUTPUT_SUFFIX)]
-    auto = {"report": stem + ".json", "labelmap": stem + ".nii.gz", "overlay": stem + ".png"}
+    auto = {"report": stem + ".json", "labelmap": stem + ".nii.gz", "overlay": stem + ".png",
+            "dicom_seg": stem + "_seg.dcm", "dicom_sr": stem + "_sr.dcm"}
     out = {"seg": seg}
     for key, default in auto.items():
         value = getattr(args, key)

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", nargs="?", const="auto", help="JSON report path (default beside the output)")
     p.add_argument("--labelmap", nargs="?", const="auto", help="instance labelmap path (.nii.gz, .nii, .nrrd, .mha)")
     p.add_argument("--overlay", nargs="?", const="auto", help="PNG overlay path")
+    p.add_argument("--dicom-seg", nargs="?", const="auto",
+                   help="DICOM SEG path (.dcm; default <output>_seg.dcm); needs a DICOM series input with UIDs")
+    p.add_argument("--dicom-sr", nargs="?", const="auto",
+                   help="DICOM SR TID 1500 measurement report path (.dcm; default <output>_sr.dcm); with --dicom-seg")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--model", help="weights .pt (with its .json model card); default: embedded weights")
     p.add_argument("--threshold", type=probability, help="minimum detection score, 0-1 (default from the model card)")
@@ -80,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("input", help="the CT the labelmap was drawn on (file or DICOM series folder)")
     r.add_argument("--labels", required=True, help="instance labelmap on the CT's grid (0 = background, 1..N)")
     r.add_argument("--report", required=True, help="output JSON: one record per label value")
+    r.add_argument("--dicom-seg", help="also write the scored masks as a DICOM SEG (.dcm; DICOM series input)")
+    r.add_argument("--dicom-sr", help="also write the scores as a DICOM SR TID 1500 (.dcm; with --dicom-seg)")
     r.add_argument("--only", help="comma-separated label values to score (default: all present)")
     r.add_argument("--model", help="weights .pt (with its .json model card); default: embedded weights")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])

@@ -16,8 +16,9 @@ from ..errors import BoneMetSegOutputError
 from .atomic import TEMP_PREFIX_MAX, check_output_path, temp_path
 from .write_labelmap import check_labelmap_path
 
-SUFFIXES = {"seg": ".seg.nrrd", "report": ".json", "overlay": ".png"}
-OPTION = {"seg": "-o", "report": "--report", "overlay": "--overlay", "labelmap": "--labelmap"}
+SUFFIXES = {"seg": ".seg.nrrd", "report": ".json", "overlay": ".png", "dicom_seg": ".dcm", "dicom_sr": ".dcm"}
+OPTION = {"seg": "-o", "report": "--report", "overlay": "--overlay", "labelmap": "--labelmap",
+          "dicom_seg": "--dicom-seg", "dicom_sr": "--dicom-sr"}
 
 
 def input_files(sources) -> list[Path]:
