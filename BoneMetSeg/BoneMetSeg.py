@@ -201,6 +201,7 @@ class BoneMetSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editInSegmentEditorButton.connect("clicked(bool)", self.onEditInSegmentEditor)
         self.ui.rescoreButton.connect("clicked(bool)", self.onRescore)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
         self.ui.setOriginButton.connect("clicked(bool)", self.onSetOrigin)
         self.ui.lesionTableView.connect("clicked(QModelIndex)", self.onLesionRowClicked)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
@@ -276,6 +277,8 @@ class BoneMetSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editInSegmentEditorButton.enabled = segmentation is not None and not running
         self.ui.rescoreButton.enabled = hasResults and pn.inputVolume is not None
         self.ui.exportButton.enabled = segmentation is not None and pn.inputVolume is not None and not running
+        self.ui.exportDicomButton.enabled = (segmentation is not None and pn.inputVolume is not None and not running
+                                             and bool(pn.inputVolume.GetAttribute("DICOM.instanceUIDs")))
         self.ui.setOriginButton.enabled = segmentation is not None and bool(self._selectedSegmentId)
         self.updatePatientSummary()
 
@@ -562,6 +565,16 @@ class BoneMetSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             path = self.logic.export_training_case(volume, pn.outputSegmentation, str(pn.exportDirectory), caseId)
             self.ui.statusLabel.text = f"Training case written and validated: {path}"
             slicer.util.infoDisplay(f"Training case written and validated:\n{path}", windowTitle="BoneMetSeg")
+
+    def onExportDicom(self):
+        pn = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Export to DICOM failed.", waitCursor=True):
+            paths = self.logic.export_dicom(pn.inputVolume, pn.outputSegmentation)
+            names = ", ".join(pathlib.Path(p).name for p in paths.values())
+            self.ui.statusLabel.text = f"Added to the DICOM database: {names}"
+            slicer.util.infoDisplay("The DICOM SEG and SR are in the DICOM database, in the CT's study. Send them to "
+                                    "the PACS from the DICOM module (right-click the study > Send to DICOM server).",
+                                    windowTitle="BoneMetSeg")
 
 
 #

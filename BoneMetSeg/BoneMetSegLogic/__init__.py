@@ -12,6 +12,7 @@ from .cli_process import SegmentationRun, library_root
 if find_spec("BoneMetSegLib") is None:  # development checkout: the library sits beside BoneMetSeg/
     sys.path.insert(0, str(library_root()))
 
+from .dicom_export import DicomExportError  # noqa: E402
 from .export import ExportError  # noqa: E402
 from .logic import BoneMetSegLogic  # noqa: E402
 from .types import (  # noqa: E402
@@ -24,5 +25,5 @@ from .types import (  # noqa: E402
 
 __all__ = [
     "BoneMetSegLogic", "RunOptions", "RunStatus", "SegmentationRun", "EditedSegmentationError",
-    "BoneMetSegRunError", "ExportError", "TABLE_COLUMNS",
+    "BoneMetSegRunError", "ExportError", "DicomExportError", "TABLE_COLUMNS",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import segments as seg_utils
+from . import dicom_export
 from .cli_process import SegmentationRun, run_cli
 from .export import ExportError, write_and_validate
 from .table import fill_table, patient_summary
@@ -90,6 +91,7 @@ class BoneMetSegLogic:
         seg.SetAttribute(ATTR_ORIGIN_THRESHOLD, repr(getattr(run, "origin_threshold", 0.5)))
         model = report.get("model", {})
         seg.SetAttribute(ATTR_MODEL, f"{model.get('name', '')} {model.get('version', '')}".strip())
+        seg.SetAttribute(dicom_export.ATTR_MODEL_INFO, json.dumps(model))  # name, version, sha256 for the SR
         algorithm = f"BoneMetSeg {report.get('bonemetseg_version', '')}".strip()
         lesions = report.get("lesions", [])
         if lesions:
@@ -260,6 +262,30 @@ class BoneMetSegLogic:
         origins = {int(lut[v]): origins[v] for v in present}
         return write_and_validate(dataset_dir, case_id, volume_to_image(volumeNode), lut[labels], origins,
                                   patient_id=patient_id)
+
+    def export_dicom(self, volumeNode, segmentationNode, output_dir=None, source_files=None,
+                     add_to_database: bool = True) -> dict:
+        """Write the DICOM SEG and TID 1500 SR of the current (edited, re-scored) lesions of a CT loaded
+        from Slicer's DICOM database, and add them to that database (then send them to the PACS with
+        the DICOM module). ``output_dir`` None: a temporary folder (removed once the database holds
+        copies). ``source_files`` None: the series' files from the database. Returns the paths written
+        (no SEG without lesions). Raises ``dicom_export.DicomExportError`` with the reason."""
+        import tempfile
+
+        _check_volume(volumeNode)
+        dicom_export.instance_uids(volumeNode)  # loaded from DICOM, else a clear error
+        if source_files is None:
+            source_files = dicom_export.source_files_from_database(volumeNode)
+        temporary = output_dir is None
+        folder = Path(tempfile.mkdtemp(prefix="BoneMetSeg-dicom-")) if temporary else Path(output_dir)
+        try:
+            paths = dicom_export.export_dicom(self, volumeNode, segmentationNode, folder, source_files)
+            if add_to_database:
+                dicom_export.add_to_database(paths.values())
+        finally:
+            if temporary:
+                shutil.rmtree(folder, ignore_errors=True)
+        return paths
 
     # ------------------------------------------------------------------ helpers
     def _new_segmentation(self, volume):

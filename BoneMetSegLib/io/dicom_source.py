@@ -37,8 +37,6 @@ class DicomSource:
 def dicom_source(path, option: str = "--dicom-seg/--dicom-sr") -> DicomSource:
     """Headers of the DICOM series that ``read_ct(path)`` reads; :class:`BoneMetSegInputError`
     (naming ``option``) when ``path`` is not a DICOM series or its instances lack UIDs."""
-    import pydicom
-
     from .read import _is_dicom_file, _known_format
 
     path = Path(path)
@@ -65,11 +63,22 @@ def dicom_source(path, option: str = "--dicom-seg/--dicom-sr") -> DicomSource:
             raise BoneMetSegInputError(f"{containing}: this file is not part of a readable DICOM image series.")
     else:  # the reader's rule: the largest series
         chosen = max(ids, key=lambda uid: (len(files[uid]), uid))
+    return source_from_files(files[chosen], option, folder)
+
+
+def source_from_files(files, option: str = "the DICOM export", folder=None) -> DicomSource:
+    """Headers of the given files of one series (e.g. from Slicer's DICOM database), UIDs checked."""
+    import pydicom
+
+    files = [Path(f) for f in files]
+    if not files:
+        raise BoneMetSegInputError(f"{option} needs the files of the CT's DICOM series; none were given.")
+    folder = Path(folder) if folder is not None else files[0].parent
     datasets = []
-    for name in files[chosen]:
+    for name in files:
         try:
             datasets.append(pydicom.dcmread(name, stop_before_pixels=True))
-        except Exception as exc:  # pydicom raises many kinds for a damaged header
+        except Exception as exc:  # pydicom raises many kinds for a damaged or missing file
             raise BoneMetSegInputError(f"{name}: the DICOM header cannot be read ({exc}).") from None
     _check_uids(datasets, folder, option)
     return DicomSource(folder=folder, datasets=datasets)
@@ -128,4 +137,4 @@ def match_to_image(source: DicomSource, image: sitk.Image) -> DicomSource:
     return DicomSource(folder=source.folder, datasets=[by_k[k] for k in range(size[2])])
 
 
-__all__ = ["DicomSource", "dicom_source", "match_to_image", "UID_ATTRIBUTES"]
+__all__ = ["DicomSource", "dicom_source", "source_from_files", "match_to_image", "UID_ATTRIBUTES"]

@@ -22,7 +22,7 @@ ICONS = [REPO_ROOT / "Resources" / "Icons" / "BoneMetSeg.png", MODULE_DIR / "Res
 
 # Interface C (INTERFACES.md): what the Qt code may call on the Logic and on a run.
 LOGIC_METHODS = {"start", "load_results", "is_edited", "rescore_edited", "add_lesion_at_point",
-                 "patient_summary", "lesion_center_ras", "export_training_case"}
+                 "patient_summary", "lesion_center_ras", "export_training_case", "export_dicom"}
 RUN_METHODS = {"poll", "cancel", "wait", "cleanup"}  # cleanup: SegmentationRun's addition (temp folder)
 
 # Widget-name suffix -> the classes that name may have.
