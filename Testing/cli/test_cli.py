@@ -51,24 +51,6 @@ def test_smoke_training_learns_and_exports(abdomen_host, tmp_path):
     assert loaded.card["name"] == "bonemetseg-smoke" and loaded.config.fpn_channels == 16
 
 
-def test_same_input_same_output_across_processes(lesion_case, tmp_path):
-    """Two separate CLI processes write the same files (voxels and figures; only timings differ)."""
-    runs = []
-    for name in ("a", "b"):
-        seg = tmp_path / name / "case.seg.nrrd"
-        run_cli("predict", lesion_case["path"], "-o", seg, "--report", "--labelmap", "--device", "cpu",
-                "--progress", "none", check_rc=0)
-        report = json.loads((tmp_path / name / "case.json").read_text())
-        report.pop("timing_s")
-        report["input"].pop("path")
-        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name / "case.nii.gz")))
-        runs.append((report, labels, slicerio.read_segmentation(str(seg))))
-    (report_a, labels_a, seg_a), (report_b, labels_b, seg_b) = runs
-    assert report_a == report_b
-    assert np.array_equal(labels_a, labels_b)
-    assert np.array_equal(seg_a["voxels"], seg_b["voxels"]) and seg_a["segments"] == seg_b["segments"]
-
-
 def test_cancel_stops_inference(model, lesion_case):
     event = threading.Event()
     event.set()
@@ -84,11 +66,19 @@ def test_cancel_stops_inference(model, lesion_case):
         model.predict(lesion_case["path"], cancel=cancel_during_inference)
 
 
-def test_cli_predict_writes_every_output(model, lesion_case, tmp_path):
-    seg = tmp_path / "out" / "case.seg.nrrd"
-    proc = run_cli("predict", lesion_case["path"], "-o", seg, "--report",
-                   "--labelmap", "--overlay", "--progress", "none", check_rc=0)
-    report = json.loads((tmp_path / "out" / "case.json").read_text())
+@pytest.fixture(scope="module")
+def cli_outputs(lesion_case, tmp_path_factory):
+    """One CLI run writing every output of ``lesion_case`` into a folder: ``{"folder", "proc"}``."""
+    folder = tmp_path_factory.mktemp("cli") / "out"
+    proc = run_cli("predict", lesion_case["path"], "-o", folder / "case.seg.nrrd", "--report",
+                   "--labelmap", "--overlay", "--device", "cpu", "--progress", "none", check_rc=0)
+    return {"folder": folder, "proc": proc}
+
+
+def test_cli_predict_writes_every_output(model, lesion_case, cli_outputs):
+    folder, proc = cli_outputs["folder"], cli_outputs["proc"]
+    seg = folder / "case.seg.nrrd"
+    report = json.loads((folder / "case.json").read_text())
     validate_report(report)
     assert report["model"]["sha256"] and report["input"]["size"] == list(lesion_case["image"].GetSize())
     assert f"{report['patient']['n_lesions']} lesion(s)" in proc.stderr
@@ -102,11 +92,30 @@ def test_cli_predict_writes_every_output(model, lesion_case, tmp_path):
         assert segment["tags"]["DICOM.SegmentAlgorithmType"] == "AUTOMATIC"
         assert float(segment["tags"]["BoneMetSeg.LungOriginProbability"]) == pytest.approx(
             les["lung_origin_probability"], abs=1e-3)
-    labelmap = sitk.ReadImage(str(tmp_path / "out" / "case.nii.gz"))
+    labelmap = sitk.ReadImage(str(folder / "case.nii.gz"))
     assert same_geometry(labelmap, lesion_case["image"])
     assert np.array_equal(sitk.GetArrayViewFromImage(labelmap), sitk.GetArrayViewFromImage(api.labelmap))
-    assert (tmp_path / "out" / "case.png").stat().st_size > 10_000
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".~")], "temp files left behind"
+    assert (folder / "case.png").stat().st_size > 10_000
+    assert not [p for p in folder.iterdir() if p.name.startswith(".~")], "temp files left behind"
+
+
+def written_files(folder) -> tuple:
+    """What a run wrote into ``folder`` (case.*), without timings and the input path."""
+    report = json.loads((folder / "case.json").read_text())
+    report.pop("timing_s")
+    report["input"].pop("path")
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "case.nii.gz")))
+    return report, labels, slicerio.read_segmentation(str(folder / "case.seg.nrrd"))
+
+
+def test_same_input_same_output_across_processes(cli_outputs, lesion_case, tmp_path):
+    """A second CLI process writes the same files as the first (voxels and figures; only timings differ)."""
+    run_cli("predict", lesion_case["path"], "-o", tmp_path / "case.seg.nrrd", "--report", "--labelmap",
+            "--device", "cpu", "--progress", "none", check_rc=0)
+    (report_a, labels_a, seg_a), (report_b, labels_b, seg_b) = written_files(cli_outputs["folder"]), written_files(tmp_path)
+    assert report_a == report_b
+    assert np.array_equal(labels_a, labels_b)
+    assert np.array_equal(seg_a["voxels"], seg_b["voxels"]) and seg_a["segments"] == seg_b["segments"]
 
 
 def test_cli_refuses_to_overwrite(lesion_case, tmp_path):
