@@ -21,7 +21,7 @@ REQUIREMENTS = (
     "numpy>=1.24",
     "SimpleITK>=2.3",
     "slicerio>=1.1",
-    "highdicom>=0.22",
+    "highdicom>=0.28",
     "tqdm>=4.60",
     "matplotlib>=3.7",
 )

@@ -45,7 +45,7 @@ def test_version_tuple(text, expected):
 
 def test_missing_requirements_reports_absent_and_too_old_in_order():
     installed = {"monai": None, "numpy": "1.23.5", "SimpleITK": "2.3", "slicerio": "1.4.0",
-                 "highdicom": "0.22.0", "tqdm": "4.66.1", "matplotlib": "3.10.0rc1"}
+                 "highdicom": "0.28.2", "tqdm": "4.66.1", "matplotlib": "3.10.0rc1"}
     assert deps.missing_requirements(version_of=installed.get) == ["monai>=1.4", "numpy>=1.24"]
     installed.update(monai="1.4.0", numpy="2.1.3")
     assert deps.missing_requirements(version_of=installed.get) == []
