@@ -98,7 +98,7 @@ def _one_synthetic(spec) -> SyntheticConfig:
     if spec is None or spec in PRESETS:
         return SyntheticConfig.preset(spec or "default")
     if not isinstance(spec, dict):
-        raise ValueError(f"expected one of {', '.join(map(repr, PRESETS))} or a mapping of SyntheticConfig "
+        raise ValueError(f"expected {', '.join(map(repr, PRESETS))} or a mapping of SyntheticConfig "
                          f"fields, not {spec!r}")
     return SyntheticConfig.from_dict(dict(spec))
 
