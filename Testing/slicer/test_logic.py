@@ -160,6 +160,8 @@ def test_results_become_one_tagged_segment_per_lesion(loaded):
         assert hue == pytest.approx(base_hue, abs=1e-3)
         assert sat == pytest.approx(base_sat * (0.3 + 0.7 * confidence), abs=1e-3)
     assert not loaded["logic"].is_edited(seg)
+    # the model's name, version and sha256 are kept for Export to DICOM's SR
+    assert json.loads(seg.GetAttribute("BoneMetSeg.ModelInfo")) == report["model"]
 
 
 def test_segment_voxels_sit_where_the_cli_labelmap_has_them(loaded):
