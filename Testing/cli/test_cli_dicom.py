@@ -124,3 +124,80 @@ def test_refusals_before_inference(shared_data, cases, tmp_path, capsys, monkeyp
     _refused(run_cli("rescore", blank, "--labels", nifti, "--report", out / "r.json", "--dicom-seg", out / "s.dcm"),
              "StudyInstanceUID")
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+
+
+class StubModel:
+    """Stands in for the network (fast): returns a known two-lesion (or empty) Result on the CT's grid."""
+
+    def __init__(self, lesions: bool = True):
+        self.lesions = lesions
+
+    def predict(self, ct, **kwargs):
+        import numpy as np
+
+        from BoneMetSegLib.postprocess.lesions import lesion_records, patient_summary
+        from BoneMetSegLib.result import Result
+
+        arr = np.zeros(sitk.GetArrayViewFromImage(ct.image).shape, np.uint16)
+        if self.lesions:
+            arr[1:5, 200:220, 200:230] = 1
+            arr[8:12, 300:320, 100:120] = 2
+        labelmap = sitk.GetImageFromArray(arr)
+        labelmap.CopyInformation(ct.image)
+        records = lesion_records(labelmap, [[0.2, 0.7, 0.1], [0.1, 0.2, 0.7]], 0.5)
+        timing = dict.fromkeys(("read", "preprocess", "inference", "postprocess", "write", "total"), 0.0)
+        return Result(labelmap=labelmap, lesions=records, patient=patient_summary(records, 0.5), timing_s=timing,
+                      model={"name": "stub", "version": "0", "sha256": None}, input={})
+
+
+@pytest.fixture
+def stub_cli(monkeypatch, capsys):
+    from BoneMetSegLib import cli
+    from BoneMetSegLib.inference import predictor
+
+    def run(model, *args):
+        monkeypatch.setattr(predictor, "load_model", lambda *a, **k: model)
+        code = cli.main([str(a) for a in args])
+        return code, capsys.readouterr().err
+
+    return run
+
+
+def test_a_failing_sr_leaves_no_output_of_the_case(cases, tmp_path, stub_cli, monkeypatch):
+    """All or none: the SR failing (full disk) after the SEG was written leaves no file of the case."""
+    import BoneMetSegLib.io.dicom_sr as dicom_sr
+
+    root, _ = cases
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dicom_sr, "save_dicom_sr", full_disk)
+    out = tmp_path / "out"
+    code, err = stub_cli(StubModel(), "predict", root / "cases" / "case_a", "-o", out / "ct.seg.nrrd", "--report",
+                         "--labelmap", "--dicom-seg", "--dicom-sr", "--progress", "none")
+    assert code == 2 and "disk is full" in err, err
+    assert list(out.iterdir()) == []
+
+
+def test_no_lesion_writes_the_sr_alone(cases, tmp_path, stub_cli):
+    import highdicom as hd
+
+    from BoneMetSegLib.io import dicom_codes as codes
+
+    root, _ = cases
+    out = tmp_path / "out"
+    code, err = stub_cli(StubModel(lesions=False), "predict", root / "cases" / "case_a", "-o", out / "ct.seg.nrrd",
+                         "--report", "--dicom-seg", "--dicom-sr", "--progress", "none")
+    assert code == 0, err
+    assert "no DICOM SEG written" in err
+    assert sorted(p.name for p in out.iterdir()) == ["ct.json", "ct.seg.nrrd", "ct_sr.dcm"]
+    sr = hd.sr.srread(out / "ct_sr.dcm")
+    assert not sr.content.get_volumetric_roi_measurement_groups()
+    (patient,) = sr.content.get_image_measurement_groups()
+    (verdict,) = patient.get_qualitative_evaluations(name=codes.PREDICTED_ORIGIN)
+    assert verdict.value == codes.ORIGIN_VALUES["none"]
+    assert not dciodvfy_errors(out / "ct_sr.dcm")
+    code, err = stub_cli(StubModel(lesions=False), "predict", root / "cases" / "case_a", "-o", out / "b.seg.nrrd",
+                         "--dicom-seg", "--progress", "none")
+    assert code == 2 and "at least one segment" in err and not (out / "b.seg.nrrd").exists()
