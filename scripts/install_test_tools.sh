@@ -15,6 +15,12 @@ if [ "$(id -u)" -ne 0 ]; then
     fi
 fi
 echo "[setup] installing ${missing[*]} (apt-get)"
+# The tests start their own Orthanc; keep apt from starting the system service (port 8042)
+# when no policy says so already (containers usually have one).
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    $SUDO sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d'
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 log="$(mktemp)"
 if ! { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
