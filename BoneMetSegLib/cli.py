@@ -259,11 +259,10 @@ def _write_outputs(ct, result, outputs: dict, overwrite: bool, guard: SignalGuar
     the outputs written (no DICOM SEG without lesions: a SEG needs a segment)."""
     from .io.atomic import atomic_group
     from .io.dicom_out import outputs_for, save_dicom_outputs
-    from .report import build_report
     from .io.write_labelmap import save_labelmap
     from .io.write_seg import save_seg_nrrd
     from .overlay import save_overlay_png
-    from .report import save_report
+    from .report import build_report, save_report
 
     if source is not None:
         outputs = outputs_for(result, outputs)
