@@ -10,13 +10,14 @@ import shutil
 import subprocess
 import sys
 
+import pydicom
 import pytest
 import SimpleITK as sitk
 
 from dicom_series_uids import seg_equals_labelmap, series_with_uids, sr_equals_report
 
 CLI = [sys.executable, "-m", "BoneMetSegLib.cli"]
-THRESHOLD = "0.05"  # low, so that the embedded weights find lesions to write
+THRESHOLD = "0.01"  # low, so that the embedded weights (today and retrained) find lesions to write
 
 
 def run_cli(*args, timeout=300):
@@ -55,8 +56,6 @@ def test_folder_mode_writes_a_seg_and_sr_per_case(batch):
         seg_equals_labelmap(seg, sitk.ReadImage(str(out / f"{name}.nii.gz")), report["lesions"])
         sr_equals_report(sr, seg, report)
         for path in (seg, sr):
-            import pydicom
-
             ds = pydicom.dcmread(path)
             assert ds.StudyInstanceUID == info["study"] and ds.PatientID == "BMS-TEST-1"
             assert ds.SeriesInstanceUID != info["series"]

@@ -94,11 +94,11 @@ def test_predict_on_a_series_from_the_pacs_and_send_seg_and_sr_back(orthanc, sha
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "BoneMetSegLib.cli", "predict", str(folder), "-o", str(out / "ct.seg.nrrd"),
-         "--report", "--labelmap", "--dicom-seg", "--dicom-sr", "--threshold", "0.05", "--device", "cpu",
+         "--report", "--labelmap", "--dicom-seg", "--dicom-sr", "--threshold", "0.01", "--device", "cpu",
          "--progress", "none"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "ct.json").read_text())
-    assert report["lesions"], "no lesion at threshold 0.05; the test needs one"
+    assert report["lesions"], "no lesion at threshold 0.01; the test needs one"
     seg_path, sr_path = out / "ct_seg.dcm", out / "ct_sr.dcm"
     seg_equals_labelmap(seg_path, sitk.ReadImage(str(out / "ct.nii.gz")), report["lesions"])
     sr_equals_report(sr_path, seg_path, report)
