@@ -358,7 +358,8 @@ def _write_rescore_dicom(labelmap, records, patient, data: dict, source, outputs
                  "lesions": [{"id": rec.id, **les} for rec, les in zip(records, data["lesions"])]}
     outputs = outputs_for(result, outputs)
     with atomic_group(outputs, overwrite, commit_guard=guard.held()) as tmp:
-        save_dicom_outputs(result, source, tmp, sr_report)
+        save_dicom_outputs(result, source, tmp, sr_report,  # given (drawn/edited) masks, scored by the model
+                           algorithm_types=dict.fromkeys((rec.id for rec in records), "SEMIAUTOMATIC"))
         tmp["report"].write_text(json.dumps(data, indent=2, allow_nan=False))
 
 

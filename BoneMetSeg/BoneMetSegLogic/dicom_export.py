@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from . import segments as seg_utils
-from .types import ATTR_MODEL, ATTR_ORIGIN_THRESHOLD, TAG_DETECTION_SCORE, TAG_LUNG_PROBABILITY, TAG_PREDICTED_ORIGIN
+from .types import (
+    ATTR_MODEL,
+    ATTR_ORIGIN_THRESHOLD,
+    TAG_ALGORITHM_TYPE,
+    TAG_DETECTION_SCORE,
+    TAG_LUNG_PROBABILITY,
+    TAG_PREDICTED_ORIGIN,
+)
+
+ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
 from .volume_io import ijk_to_ras, image_from_array
 
 ATTR_INSTANCE_UIDS = "DICOM.instanceUIDs"  # set by Slicer's DICOM plugins on a loaded volume
@@ -75,7 +84,9 @@ def lesion_result(logic, volumeNode, segmentationNode):
     """A ``BoneMetSegLib`` Result of the segmentation's lesions on the CT's grid: one lesion per
     non-empty segment (in segment order; number from its name "Lesion N" when unique), volume and
     centroid from its mask, scores from its tags. Refuses a segment that was never scored or was
-    edited since (re-score it first), so the SR's values are those of the masks it references."""
+    edited since (re-score it first), so the SR's values are those of the masks it references.
+    Returns ``(result, {lesion id: segment algorithm type})`` (the segment's DICOM.SegmentAlgorithmType
+    tag: AUTOMATIC as detected, SEMIAUTOMATIC once edited or added by a click)."""
     from BoneMetSegLib.postprocess.lesions import lesion_records, patient_summary
     from BoneMetSegLib.result import Result
 
@@ -95,7 +106,9 @@ def lesion_result(logic, volumeNode, segmentationNode):
             )
         value = len(scored) + 1
         labels[mask] = value
-        scored.append((value, segment.GetName(), float(tags[0]), float(tags[1]), tags[2]))
+        kind = seg_utils.get_tag(segment, TAG_ALGORITHM_TYPE)
+        scored.append((value, segment.GetName(), float(tags[0]), float(tags[1]), tags[2],
+                       kind if kind in ALGORITHM_TYPES else "SEMIAUTOMATIC"))
     present = set(np.unique(labels).tolist())
     scored = [s for s in scored if s[0] in present]  # fully covered by a later segment
     labelmap = image_from_array(labels, ijk_to_ras(volumeNode))
@@ -104,17 +117,19 @@ def lesion_result(logic, volumeNode, segmentationNode):
     numbers = [int(m.group(1)) if (m := re.fullmatch(r"Lesion (\d+)", name)) else None for _, name, *_ in scored]
     if None in numbers or len(set(numbers)) != len(numbers):
         numbers = list(range(1, len(scored) + 1))
-    lesions = []
-    for number, (value, _, detection, lung, origin) in zip(numbers, scored):
+    lesions, algorithm_types = [], {}
+    for number, (value, _, detection, lung, origin, kind) in zip(numbers, scored):
+        algorithm_types[number] = kind
         rec = records[value]
         rec.id, rec.segment_id = number, f"Lesion_{number}"
         rec.detection_score, rec.lung_origin_probability, rec.predicted_origin = detection, lung, origin
         rec.class_probabilities = {}
         lesions.append(rec)
-    return Result(labelmap=labelmap, lesions=lesions, patient=patient_summary(lesions, threshold),
-                  model=_model_info(segmentationNode),
-                  input={"path": volumeNode.GetName(), "size": list(labelmap.GetSize()),
-                         "spacing": list(labelmap.GetSpacing())})
+    result = Result(labelmap=labelmap, lesions=lesions, patient=patient_summary(lesions, threshold),
+                    model=_model_info(segmentationNode),
+                    input={"path": volumeNode.GetName(), "size": list(labelmap.GetSize()),
+                           "spacing": list(labelmap.GetSpacing())})
+    return result, algorithm_types
 
 
 def export_dicom(logic, volumeNode, segmentationNode, output_dir, source_files) -> dict:
@@ -124,12 +139,13 @@ def export_dicom(logic, volumeNode, segmentationNode, output_dir, source_files) 
     from BoneMetSegLib.io.dicom_out import write_dicom_outputs
     from BoneMetSegLib.io.dicom_source import source_from_files
 
-    result = lesion_result(logic, volumeNode, segmentationNode)
+    result, algorithm_types = lesion_result(logic, volumeNode, segmentationNode)
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", volumeNode.GetName()).strip("_") or "CT"
     folder = Path(output_dir)
     try:
         source = source_from_files(source_files, "Export to DICOM")
         return write_dicom_outputs(result, None, seg_path=folder / f"{stem}_BoneMetSeg_SEG.dcm",
-                                   sr_path=folder / f"{stem}_BoneMetSeg_SR.dcm", source=source)
+                                   sr_path=folder / f"{stem}_BoneMetSeg_SR.dcm", source=source,
+                                   algorithm_types=algorithm_types)
     except BoneMetSegError as exc:
         raise DicomExportError(str(exc)) from None

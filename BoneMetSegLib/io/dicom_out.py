@@ -21,16 +21,18 @@ from .dicom_source import DicomSource, dicom_source
 KEYS = ("dicom_seg", "dicom_sr")
 
 
-def save_dicom_outputs(result: Result, source: DicomSource, temps: dict, report: dict | None = None) -> None:
+def save_dicom_outputs(result: Result, source: DicomSource, temps: dict, report: dict | None = None,
+                       algorithm_types: dict | None = None) -> None:
     """Write the SEG and/or SR (keys ``dicom_seg`` / ``dicom_sr`` of ``temps``: exact paths, the
-    caller's temporary files). ``report``: the JSON report dict (default: built from ``result``)."""
+    caller's temporary files). ``report``: the JSON report dict (default: built from ``result``);
+    ``algorithm_types``: ``{lesion id: "SEMIAUTOMATIC"...}`` for masks a person drew or edited."""
     from ..report import build_report
     from .dicom_seg import save_dicom_seg
     from .dicom_sr import save_dicom_sr
 
     seg = None
     if result.lesions and "dicom_seg" in temps:
-        seg = save_dicom_seg(result, source, temps["dicom_seg"])
+        seg = save_dicom_seg(result, source, temps["dicom_seg"], algorithm_types)
     elif result.lesions and "dicom_sr" in temps:  # the SR references the SEG's segments
         raise BoneMetSegOutputError("--dicom-sr needs --dicom-seg when lesions are found (the SR's lesion "
                                     "groups reference the SEG's segments).")
@@ -52,7 +54,8 @@ def outputs_for(result: Result, outputs: dict) -> dict:
 
 
 def write_dicom_outputs(result: Result, dicom_dir: str | os.PathLike, seg_path=None, sr_path=None,
-                        overwrite: bool = False, source: DicomSource | None = None) -> dict:
+                        overwrite: bool = False, source: DicomSource | None = None,
+                        algorithm_types: dict | None = None) -> dict:
     """Write the DICOM SEG (``seg_path``) and SR (``sr_path``) of ``result``, predicted on the DICOM
     series in ``dicom_dir``, atomically. Returns ``{"dicom_seg": path, "dicom_sr": path}`` of what
     was written (no SEG without lesions)."""
@@ -64,7 +67,7 @@ def write_dicom_outputs(result: Result, dicom_dir: str | os.PathLike, seg_path=N
     source = source or dicom_source(dicom_dir)
     wanted = outputs_for(result, wanted)
     with atomic_group(wanted, overwrite) as temps:
-        save_dicom_outputs(result, source, temps)
+        save_dicom_outputs(result, source, temps, algorithm_types=algorithm_types)
     return wanted
 
 

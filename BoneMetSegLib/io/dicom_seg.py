@@ -1,7 +1,8 @@
 """Write a Result as a DICOM Segmentation (highdicom) on the slices of its source CT series.
 
 One segment per lesion (segment number = position in ``result.lesions``, label ``Lesion <id>``),
-SNOMED category/type and colour as in the ``.seg.nrrd``, algorithm type AUTOMATIC (BoneMetSeg,
+SNOMED category/type and colour as in the ``.seg.nrrd``, algorithm type AUTOMATIC (SEMIAUTOMATIC
+for masks a person drew or edited: ``rescore``, Slicer's export of edited lesions) (BoneMetSeg,
 its version, family Artificial Intelligence; the model's name, version and sha256 as algorithm
 parameters), a tracking ID (``Lesion <id>``) and a new tracking UID per lesion. Segmentation
 type BINARY: the labelmap is a hard assignment (each voxel belongs to at most one lesion after a
@@ -43,8 +44,9 @@ def algorithm_identification(model: dict):
     )
 
 
-def build_dicom_seg(result: Result, source: DicomSource):
-    """The highdicom ``Segmentation`` of ``result`` on ``source``'s slices (matched to the labelmap's grid)."""
+def build_dicom_seg(result: Result, source: DicomSource, algorithm_types: dict | None = None):
+    """The highdicom ``Segmentation`` of ``result`` on ``source``'s slices (matched to the labelmap's grid).
+    ``algorithm_types``: ``{lesion id: "AUTOMATIC" | "SEMIAUTOMATIC" | "MANUAL"}`` (default AUTOMATIC)."""
     import highdicom as hd
 
     matched = match_to_image(source, result.labelmap)
@@ -56,7 +58,7 @@ def build_dicom_seg(result: Result, source: DicomSource):
             segment_label=lesion.name,
             segmented_property_category=codes.CATEGORY,
             segmented_property_type=codes.TYPE,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues((algorithm_types or {}).get(lesion.id, "AUTOMATIC")),
             algorithm_identification=algorithm,
             tracking_uid=hd.UID(),
             tracking_id=lesion.name,
@@ -86,9 +88,9 @@ def build_dicom_seg(result: Result, source: DicomSource):
     )
 
 
-def save_dicom_seg(result: Result, source: DicomSource, path) -> object:
+def save_dicom_seg(result: Result, source: DicomSource, path, algorithm_types: dict | None = None) -> object:
     """Write the SEG of ``result`` to exactly ``path`` (a temporary file of the caller); returns it."""
-    seg = build_dicom_seg(result, source)
+    seg = build_dicom_seg(result, source, algorithm_types)
     seg.save_as(str(path), enforce_file_format=True)
     return seg
 

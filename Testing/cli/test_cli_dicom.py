@@ -59,6 +59,8 @@ def test_folder_mode_writes_a_seg_and_sr_per_case(batch):
             ds = pydicom.dcmread(path)
             assert ds.StudyInstanceUID == info["study"] and ds.PatientID == "BMS-TEST-1"
             assert ds.SeriesInstanceUID != info["series"]
+            if path == seg:
+                assert {s.SegmentAlgorithmType for s in ds.SegmentSequence} == {"AUTOMATIC"}
             assert not dciodvfy_errors(path)
     assert not [p for p in out.iterdir() if p.name.startswith(".~")]
 
@@ -81,6 +83,7 @@ def test_rescore_writes_seg_and_sr_of_the_given_masks(batch, cases, tmp_path):
     report = json.loads(rep.read_text())
     lesions = [{"id": i, **les} for i, les in enumerate(report["lesions"], start=1)]
     seg_equals_labelmap(seg, edited, lesions)
+    assert {s.SegmentAlgorithmType for s in pydicom.dcmread(seg).SegmentSequence} == {"SEMIAUTOMATIC"}  # edited masks
     sr_equals_report(sr, seg, {"lesions": lesions, "patient": report["patient"]})
     assert not dciodvfy_errors(seg) and not dciodvfy_errors(sr)
 

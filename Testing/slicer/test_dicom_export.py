@@ -17,6 +17,7 @@ from dicom_series_uids import seg_equals_labelmap, series_with_uids, sr_equals_r
 
 SCORES = {"Lesion 1": (0.8, 0.7, "lung"), "Lesion 3": (0.6, 0.2, "other")}
 MODEL = {"name": "bonemetseg-test", "version": "9.9", "sha256": "cd" * 32}
+ALGORITHM_TYPES = {"Lesion 1": "AUTOMATIC", "Lesion 3": "SEMIAUTOMATIC"}  # as detected / edited and re-scored
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,8 @@ def scene_with_lesions(slicer_app, scene, series):
         seg.GetSegmentation().AddSegment(segment, sid)
         det, lung, origin = SCORES[name]
         segments.set_scores(segment, {"detection_score": det, "lung_origin_probability": lung,
-                                      "predicted_origin": origin, "volume_ml": 1.0}, "BoneMetSeg", edited=True,
-                            algorithm_type="SEMIAUTOMATIC")
+                                      "predicted_origin": origin, "volume_ml": 1.0}, "BoneMetSeg",
+                            edited=name != "Lesion 1", algorithm_type=ALGORITHM_TYPES[name])
         segments.mark_scored(seg, sid)
     return logic, volume, seg
 
@@ -101,6 +102,7 @@ def test_export_dicom_writes_seg_and_sr_of_the_current_segments(scene_with_lesio
         assert ds.StudyInstanceUID == series["study"] and ds.PatientID == "BMS-TEST-1"
     segds = pydicom.dcmread(paths["dicom_seg"])
     assert "bonemetseg-test" in segds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters
+    assert [s.SegmentAlgorithmType for s in segds.SegmentSequence] == ["AUTOMATIC", "SEMIAUTOMATIC"]
 
 
 def test_export_refuses_unscored_masks_and_volumes_not_from_dicom(scene_with_lesions, series, shared_data, tmp_path):
