@@ -8,7 +8,8 @@ are extended by mirroring the image (``numpy.pad(mode="reflect")``) before detec
 afterwards every box is shifted back: a detection whose centre lies in the mirrored part, more
 than ``tolerance`` of its own size beyond the face, is a mirror image and is dropped; one that
 straddles the face is a lesion that touches it and is kept (its mask is pasted inside the volume
-only).
+only). A model card turns it on with ``border_context_mm`` (off when absent): on validation patches it
+helped one set of weights and hurt another (docs/training.md), so it is measured per model.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from ..preprocessing.types import Preprocessed
 
-BORDER_CONTEXT_MM = 16  # mirrored context at each cut face (1 mm voxels)
+BORDER_CONTEXT_MM = 16  # mirrored context at each cut face (1 mm voxels) when a card asks for it
 CENTRE_TOLERANCE = 0.25  # of a box's size: how far beyond a face its centre may lie
 
 

@@ -26,7 +26,7 @@ from ..postprocess.lesions import lesion_records, patient_summary
 from ..preprocessing.pipeline import crop_hu, preprocess
 from ..preprocessing.types import CTImage
 from ..result import Result
-from .border import BORDER_CONTEXT_MM, cut_faces, drop_mirrored, pad_cut_faces, shift_boxes
+from .border import cut_faces, drop_mirrored, pad_cut_faces, shift_boxes
 from .device import describe_device, fallback_devices, select_device
 from .model_card import model_config_from_card, preprocess_config_from_card
 from .progress import ProgressReporter, check_cancel
@@ -183,8 +183,10 @@ class Predictor:
 
     @property
     def border_context_mm(self) -> int:
-        """Mirrored context at the faces where the scan cuts the anatomy (card; 0 or null: none)."""
-        return int(self.card.get("border_context_mm", BORDER_CONTEXT_MM) or 0)
+        """Mirrored context at the faces where the scan cuts the anatomy (card; absent, 0 or null:
+        none). Off unless the card asks: whether it helps depends on how the weights were trained
+        (measured on validation patches, docs/training.md)."""
+        return int(self.card.get("border_context_mm") or 0)
 
     @property
     def metal_median_hu(self) -> float | None:
