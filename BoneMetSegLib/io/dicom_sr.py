@@ -43,6 +43,17 @@ def _segment_tracking(seg) -> dict:
     return {int(item.SegmentNumber): (str(item.TrackingUID), str(item.TrackingID)) for item in seg.SegmentSequence}
 
 
+def _referenced_segment(seg, number: int, source: DicomSource):
+    """The SR's reference to segment ``number`` of ``seg``, with the source CT series.
+    (``ReferencedSegment.from_segmentation`` fails on a SEG of one segment, whose segment
+    identification highdicom puts in the shared functional groups.)"""
+    import highdicom as hd
+
+    return hd.sr.ReferencedSegment(
+        sop_class_uid=str(seg.SOPClassUID), sop_instance_uid=str(seg.SOPInstanceUID), segment_number=number,
+        source_series=hd.sr.SourceSeriesForSegmentation(str(source.first.SeriesInstanceUID)))
+
+
 def build_dicom_sr(report: dict, source: DicomSource, seg=None):
     """The Comprehensive 3D SR (TID 1500) of ``report``; ``seg``: the DICOM SEG whose segment i is the
     report's lesion i (needed when the report has lesions)."""
@@ -66,7 +77,7 @@ def build_dicom_sr(report: dict, source: DicomSource, seg=None):
         ]
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking_id,
-            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number),
+            referenced_segment=_referenced_segment(seg, number, source),
             finding_type=codes.TYPE,
             finding_category=codes.CATEGORY,
             finding_sites=[hd.sr.FindingSite(codes.BONE)],

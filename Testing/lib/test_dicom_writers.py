@@ -174,6 +174,25 @@ def test_no_lesion_gives_an_sr_without_seg(series, tmp_path):
         write_dicom_outputs(result, series["folder"], seg_path=tmp_path / "s.dcm")
 
 
+def test_one_lesion_gives_a_seg_and_an_sr_that_references_it(series, tmp_path):
+    """A SEG of one segment (highdicom puts its segment identification in the shared functional
+    groups) is referenced by the SR all the same: the common case of a single lesion."""
+    ct = series["ct"].image
+    arr = np.zeros(sitk.GetArrayViewFromImage(ct).shape, np.uint16)
+    arr[3:8, 250:270, 200:215] = 1
+    labelmap = sitk.GetImageFromArray(arr)
+    labelmap.CopyInformation(ct)
+    records = lesion_records(labelmap, [[0.2, 0.7, 0.1]], 0.5)
+    result = Result(labelmap=labelmap, lesions=records, patient=patient_summary(records, 0.5),
+                    model={"name": "m", "version": "1", "sha256": "cd" * 32})
+    paths = write_dicom_outputs(result, series["folder"], seg_path=tmp_path / "s.dcm", sr_path=tmp_path / "r.dcm")
+    seg = pydicom.dcmread(paths["dicom_seg"])
+    (group,) = hd.sr.srread(paths["dicom_sr"]).content.get_volumetric_roi_measurement_groups()
+    ref = group.referenced_segment
+    assert ref.referenced_sop_instance_uid == seg.SOPInstanceUID and ref.referenced_segment_numbers == [1]
+    assert group.tracking_uid == seg.SegmentSequence[0].TrackingUID
+
+
 def test_source_without_uids_or_not_dicom_is_refused(shared_data, tmp_path):
     blank = shared_data / "totalsegmentator-example" / "ct_dicom_series"
     with pytest.raises(BoneMetSegInputError, match="no valid StudyInstanceUID"):
