@@ -74,9 +74,10 @@ def real_lesions(blds_dir: Path) -> list[dict]:
 
 
 def generated_lesions(setting: str, hosts: list, n_patients: int, augment, seed: int = 0) -> list[dict]:
-    """Box statistics, shapes and crops of generated lesions of one setting; their noise is
-    measured on a 96^3 crop of the host after the training run's intensity augmentation
-    (``augment``: an ``AugmentConfig``), so it is the noise the network sees."""
+    """Box statistics, shapes and crops of generated lesions of one setting. The box statistics
+    are measured on the lesion's crop and the noise on a 96^3 crop of the host, each after the
+    training recipe's intensity augmentation (``augment``: an ``AugmentConfig``; its own draw),
+    so they describe what the network sees."""
     cfg = SyntheticConfig.preset(setting)
     rows = []
     rng = np.random.default_rng(seed)
@@ -95,7 +96,8 @@ def generated_lesions(setting: str, hosts: list, n_patients: int, augment, seed:
                 rows.append({"name": f"{host.name}.{p}.{les['label']}", "setting": setting,
                              "kind": les["kind"], "site": les["site"],
                              "form": les.get("form", "plain"),
-                             **box_statistics(image[box], lo - start, hi - start),
+                             **box_statistics(augment_intensity(image[box], augment, rng), lo - start,
+                                              hi - start),
                              **noise_statistics(augment_intensity(scan, augment, rng)),
                              **mask_shape(labels[box] == les["label"]),
                              "crop": crops(image, (lo + hi) / 2, (lo, hi))})
