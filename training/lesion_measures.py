@@ -24,6 +24,17 @@ import numpy as np
 from .hosts import estimate_noise, gaussian_blur
 
 CANCELLOUS_HU = (100.0, 700.0)
+BOX_PAD_MM = 12  # context kept around a lesion's box: more than the 6 mm shell
+
+
+def around_box(bbox, shape, pad: int = BOX_PAD_MM) -> tuple:
+    """``(slices, lo, hi)``: a crop of an array of ``shape`` (1 mm) around a lesion box ``bbox``
+    (min inclusive, max exclusive, (z, y, x) x 2) widened by ``pad``, and the box's corners in
+    the crop's voxels (what ``box_statistics`` takes)."""
+    lo, hi = np.array(bbox[:3], float), np.array(bbox[3:], float)
+    box = tuple(slice(max(0, int(a) - pad), min(n, int(b) + pad)) for a, b, n in zip(lo, hi, shape))
+    start = np.array([s.start for s in box], float)
+    return box, lo - start, hi - start
 
 
 def box_statistics(image_hu: np.ndarray, lo, hi) -> dict:

@@ -31,7 +31,7 @@ from .augment import augment_intensity
 from .config import load_config
 from .evaluate import DEFAULT_BLDS, read_blds
 from .hosts import load_host
-from .lesion_measures import box_statistics, mask_shape, noise_statistics
+from .lesion_measures import around_box, box_statistics, mask_shape, noise_statistics
 from .synthetic import SyntheticConfig, plant_lesions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,17 +87,12 @@ def generated_lesions(setting: str, hosts: list, n_patients: int, augment, seed:
         for p in range(n_patients):
             image, labels, lesions = plant_lesions(host, None, [seed, h, p], cfg)
             for les in lesions:
-                b = les["bbox"]
-                lo, hi = np.array(b[:3], float), np.array(b[3:], float)
-                pad = 12
-                box = tuple(slice(max(0, int(a) - pad), min(n, int(c) + pad))
-                            for a, c, n in zip(lo, hi, image.shape))
-                start = np.array([s.start for s in box], float)
+                box, box_lo, box_hi = around_box(les["bbox"], image.shape)
+                lo, hi = np.array(les["bbox"][:3], float), np.array(les["bbox"][3:], float)
                 rows.append({"name": f"{host.name}.{p}.{les['label']}", "setting": setting,
                              "kind": les["kind"], "site": les["site"],
                              "form": les.get("form", "plain"),
-                             **box_statistics(augment_intensity(image[box], augment, rng), lo - start,
-                                              hi - start),
+                             **box_statistics(augment_intensity(image[box], augment, rng), box_lo, box_hi),
                              **noise_statistics(augment_intensity(scan, augment, rng)),
                              **mask_shape(labels[box] == les["label"]),
                              "crop": crops(image, (lo + hi) / 2, (lo, hi))})

@@ -32,7 +32,7 @@ from .dataset import write_case
 from .dataset.format import DATASET_JSON
 from . import hosts
 from .hosts import Host
-from .lesion_measures import box_statistics
+from .lesion_measures import around_box, box_statistics
 from .synthetic import PRESETS, SyntheticConfig, plant_lesions
 
 HELD_OUT = "heldout"
@@ -94,11 +94,8 @@ def make_dataset(host: Host, n_cases: int, seed: int, out: Path, config: Synthet
 def _measures(image_hu: np.ndarray, bbox) -> dict:
     """Contrast to the surrounding cancellous bone and largest side of a planted lesion's box,
     measured on a crop around it (``training.lesion_measures.box_statistics``)."""
-    lo, hi = np.array(bbox[:3], float), np.array(bbox[3:], float)
-    start = np.maximum(lo.astype(int) - 12, 0)
-    stop = np.minimum(hi.astype(int) + 12, image_hu.shape)
-    crop = image_hu[tuple(slice(a, b) for a, b in zip(start, stop))]
-    stats = box_statistics(crop, lo - start, hi - start)
+    box, lo, hi = around_box(bbox, image_hu.shape)
+    stats = box_statistics(image_hu[box], lo, hi)
     return {"contrast_hu": round(float(stats["contrast_hu"]), 1),
             "max_side_mm": round(float(stats["max_side_mm"]), 1)}
 
