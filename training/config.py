@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,8 @@ class DataConfig:
     def synthetic_mix(self) -> list:
         """``[(weight, SyntheticConfig), ...]`` with weights summing to 1.
 
-        ``synthetic`` is one generator setting (``default``, ``easy`` or ``SyntheticConfig``
-        fields) or ``{mix: [{weight: w, config: <one setting>}, ...]}``: each synthetic patient
+        ``synthetic`` is one generator setting (a preset name, or ``SyntheticConfig`` fields,
+        with ``preset: <name>`` to change a preset rather than the default) or ``{mix: [{weight: w, config: <one setting>}, ...]}``: each synthetic patient
         draws one setting with these weights (``training.data_source``)."""
         spec = self.synthetic
         if isinstance(spec, dict) and "mix" in spec:
@@ -78,7 +78,7 @@ class DataConfig:
                 raise ValueError(f"a mixture takes only the key 'mix', not {sorted(set(spec) - {'mix'})}")
             entries = spec["mix"]
             if not isinstance(entries, list) or not entries:
-                raise ValueError("mix must be a non-empty list of {weight: w, config: default | easy | {fields}}")
+                raise ValueError("mix must be a non-empty list of {weight: w, config: <setting> | {[preset: <setting>,] fields}}")
             out = []
             for k, e in enumerate(entries):
                 if not isinstance(e, dict) or set(e) != {"weight", "config"}:
@@ -100,7 +100,14 @@ def _one_synthetic(spec) -> SyntheticConfig:
     if not isinstance(spec, dict):
         raise ValueError(f"expected {', '.join(map(repr, PRESETS))} or a mapping of SyntheticConfig "
                          f"fields, not {spec!r}")
-    return SyntheticConfig.from_dict(dict(spec))
+    fields_ = dict(spec)
+    base = fields_.pop("preset", "default")
+    if base not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(map(repr, PRESETS))}, not {base!r}")
+    if base == "default":
+        return SyntheticConfig.from_dict(fields_)
+    overrides = SyntheticConfig.from_dict(fields_)  # checks the keys, makes lists tuples
+    return replace(SyntheticConfig.preset(base), **{k: getattr(overrides, k) for k in fields_})
 
 
 @dataclass

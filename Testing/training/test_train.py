@@ -152,6 +152,11 @@ def test_a_synthetic_mixture_draws_each_patients_setting_with_its_weight():
     assert 70 <= n_easy <= 130  # binomial(400, 0.25): mean 100, sd 8.7
     assert all(k == SyntheticConfig.easy() or tuple(k.diameter_mm) == (3, 12) for k in kinds)
     assert [src.synthetic_config_of(i) for i in range(20)] == kinds[:20]  # a pure function of i
+    # a mapping may start from a named preset and change some of its fields
+    bridge = config_from_dict({"data": {"synthetic": {"preset": "realistic", "blastic_contrast_hu": [150, 600]}}})
+    got = bridge.data.synthetic_config()
+    assert got.blastic_contrast_hu == (150, 600)
+    assert got.p_expansile == SyntheticConfig.realistic().p_expansile != SyntheticConfig().p_expansile
     # a single setting is what it always was
     single = CaseSource(config_from_dict({"data": {"synthetic": "easy"}}))
     assert single.synthetic_config_of(7) == SyntheticConfig.easy()
@@ -164,6 +169,8 @@ def test_a_synthetic_mixture_draws_each_patients_setting_with_its_weight():
     ({"mix": [{"weight": 1, "config": "hard"}]}, "expected 'default', 'easy'"),
     ({"mix": [{"weight": 1, "config": {"mix": []}}]}, "cannot hold another mixture"),
     ({"mix": [{"weight": 1, "config": "easy"}], "extra": 1}, "only the key 'mix'"),
+    ({"preset": "hard", "n_lesions": [1, 2]}, "preset must be one of"),
+    ({"preset": "realistic", "colour": 1}, "unknown SyntheticConfig keys"),
 ])
 def test_bad_synthetic_mixtures_are_refused(spec, msg):
     from training.config import ConfigError, config_from_dict
