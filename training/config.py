@@ -46,7 +46,7 @@ class DataConfig:
     hosts: list = field(default_factory=lambda: list(TRAINING_HOSTS))  # host names or CT paths
     held_out_hosts: list = field(default_factory=lambda: [DEFAULT_HELD_OUT])  # never trained on
     shared_data: str | None = None  # default: $BONEMETSEG_SHARED_DATA or ../shared/data
-    dataset_dir: str | None = None  # source "dataset": folder of annotated cases (training.dataset)
+    dataset_dir: str | None = None  # source "dataset": folder of annotated cases (BoneMetSegLib.dataset)
     synthetic: Any = "default"  # a preset name (synthetic.PRESETS), SyntheticConfig fields, or {mix: [{weight, config}]}
     n_patients: int = 200  # synthetic patients, split train:val:test
     split: list = field(default_factory=lambda: [0.70, 0.15, 0.15])  # by patient

@@ -78,7 +78,7 @@ class CaseSource:
                                 f"{', '.join(map(str, d.hosts))}")
         else:
             self.kind = "dataset"
-            from .dataset import list_cases, load_case, validate_dataset  # interface A
+            from BoneMetSegLib.dataset import list_cases, load_case, validate_dataset  # interface A
 
             problems = validate_dataset(Path(d.dataset_dir))
             if problems:

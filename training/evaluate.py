@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from BoneMetSegLib.dataset import list_cases, load_case, validate_dataset
+from BoneMetSegLib.dataset.format import DATASET_JSON
 from BoneMetSegLib.errors import BoneMetSegError
 from BoneMetSegLib.inference.predictor import load_model
 from BoneMetSegLib.io.atomic import atomic_write
 from BoneMetSegLib.postprocess.lesions import lesion_records
 
-from .dataset import list_cases, load_case, validate_dataset
-from .dataset.format import DATASET_JSON
 from .evaluation_report import write_froc_png, write_markdown, write_roc_png
 from .metrics import classification, detection, segmentation
 

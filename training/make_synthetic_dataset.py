@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from BoneMetSegLib.dataset import write_case
+from BoneMetSegLib.dataset.format import DATASET_JSON
 from BoneMetSegLib.io.atomic import atomic_write
 
-from .dataset import write_case
-from .dataset.format import DATASET_JSON
 from . import hosts
 from .hosts import Host
 from .lesion_measures import around_box, box_statistics

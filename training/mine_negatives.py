@@ -71,7 +71,7 @@ def mine(cfg, model, min_score: float = DEFAULT_MIN_SCORE, log=None) -> dict:
             if log:
                 log(f"host {name}: {len(negatives[str(name)])} false positive(s) >= {min_score}")
     else:
-        from .dataset import load_case
+        from BoneMetSegLib.dataset import load_case
 
         for key in source.cases_of(source.split.train):
             negatives[key] = case_negatives(model, load_case(source.case_dirs[key]), min_score)

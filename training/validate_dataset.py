@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .dataset import DatasetError, list_cases, validate_dataset
+from BoneMetSegLib.dataset import DatasetError, list_cases, validate_dataset
 
 
 def main(argv=None) -> int:

@@ -307,7 +307,7 @@ def test_saved_seg_nrrd_keeps_tags_and_edit_state(loaded, scene, tmp_path):
 
 
 def test_export_training_case_reads_back_valid(loaded, tmp_path):
-    from training.dataset import load_case, validate_dataset
+    from BoneMetSegLib.dataset import load_case, validate_dataset
 
     logic, seg, volume = loaded["logic"], loaded["seg"], loaded["volume"]
     lesions = loaded["report"]["lesions"]

@@ -14,8 +14,8 @@ import SimpleITK as sitk
 import slicerio
 
 from BoneMetSegLib.io.write_seg import ijk_to_lps
-from training.dataset import DatasetError, list_cases, load_case, validate_dataset, write_case
-from training.dataset.format import ORIGIN_TAG, PREDICTED_ORIGIN_TAG
+from BoneMetSegLib.dataset import DatasetError, list_cases, load_case, validate_dataset, write_case
+from BoneMetSegLib.dataset.format import ORIGIN_TAG, PREDICTED_ORIGIN_TAG
 from training.validate_dataset import main as validate_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

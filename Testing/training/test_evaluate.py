@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from BoneMetSegLib.inference.predictor import load_model
 from BoneMetSegLib.inference.weights import load_weights, save_weights
-from training.dataset import list_cases, load_case, validate_dataset
+from BoneMetSegLib.dataset import list_cases, load_case, validate_dataset
 from training.evaluate import detection_by_group, equivalent_diameter_mm, lesion_details, lesion_ranks
 from training.evaluate import main as evaluate_main
 from training.make_synthetic_dataset import main as make_main

@@ -13,7 +13,7 @@ from BoneMetSegLib.model import MaskRCNN3D
 from training.checkpoint import load_checkpoint
 from training.config import REPO_ROOT, ConfigError, config_from_dict, load_config
 from training.data_source import DataSourceError, split_patients
-from training.dataset import write_case
+from BoneMetSegLib.dataset import write_case
 from training.train import init_from_weights, main, run
 
 CONFIGS = REPO_ROOT / "training" / "configs"

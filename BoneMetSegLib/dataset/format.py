@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from BoneMetSegLib.errors import BoneMetSegError
+from ..errors import BoneMetSegError
 
 IMAGE_NAMES = ("image.nii.gz", "image.nrrd", "image.mha")
 LABELS_NAME = "labels.nii.gz"

@@ -1,4 +1,4 @@
-"""Read training cases (format A, ``training.dataset.format``), collecting every problem found.
+"""Read training cases (format A, ``BoneMetSegLib.dataset.format``), collecting every problem found.
 
 ``inspect_case`` never raises for bad data: it returns the case (None if anything is wrong)
 and the list of problems, which ``load_case`` turns into one :class:`DatasetError` and
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from BoneMetSegLib.errors import BoneMetSegInputError
-from BoneMetSegLib.io.read import _check_nifti_complete, read_ct
+from ..errors import BoneMetSegInputError
+from ..io.read import _check_nifti_complete, read_ct
 
 from .format import (
     IMAGE_NAMES, LABELS_NAME, LESIONS_NAME, MAX_LABEL, ORIGINS, SEG_NAME, Case, DatasetError,
