@@ -34,12 +34,20 @@ from BoneMetSegLogic import BoneMetSegLogic, EditedSegmentationError, RunOptions
 from BoneMetSegLogic import dependencies
 from BoneMetSegLogic.model_card_text import model_card_html
 from BoneMetSegLogic.segments import get_tag
-from BoneMetSegLogic.types import REF_TABLE, REF_VOLUME, TABLE_COLUMNS, TAG_ORIGIN
+from BoneMetSegLogic.types import REF_TABLE, REF_VOLUME, TABLE_COLUMNS
+
+from BoneMetSegLib.vocabulary import (  # after BoneMetSegLogic, which puts the library on sys.path
+    NO_LESION,
+    NO_LESION_TEXT_COLOR,
+    ORIGIN_TEXT_COLORS,
+    ORIGINS,
+    TAG_ORIGIN,
+)
 
 MODULE_NAME = "BoneMetSeg"
 EFFECT_FOLDER = "SegmentEditorBoneMetSegLib"
 APPLY_TEXT = "Segment && classify"
-ORIGIN_CHOICES = ("", "lung", "other")  # index in originComboBox -> BoneMetSeg.Origin tag ("" = not set)
+ORIGIN_CHOICES = ("",) + ORIGINS  # index in originComboBox -> BoneMetSeg.Origin tag ("" = not set)
 
 
 #
@@ -339,8 +347,8 @@ class BoneMetSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.patientProbabilityLabel.text = f"- ({lesions})"
         else:
             self.ui.patientProbabilityLabel.text = f"{probability:.2f} ({lesions})"
-        verdict = summary.get("predicted_origin") or "none"
-        colour = {"lung": "#c0392b", "other": "#2471a3"}.get(verdict, "#555555")
+        verdict = summary.get("predicted_origin") or NO_LESION
+        colour = ORIGIN_TEXT_COLORS.get(verdict, NO_LESION_TEXT_COLOR)
         self.ui.verdictLabel.text = f"<b style='color:{colour}'>{verdict}</b>"
 
     # --- Segment & classify ------------------------------------------------------------------

@@ -18,11 +18,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from .io.atomic import atomic_write
-from .postprocess.lesions import ORIGIN_COLORS
 from .result import Result
+from .vocabulary import DISCLAIMER, ORIGIN_COLORS, origin_rgb
 
 BONE_WINDOW = (-500.0, 1300.0)  # HU, level 400 / width 1800
-DISCLAIMER = "Research use only - not a medical device"
 MAX_PIXELS = 512  # longest side of a panel
 _FILL_ALPHA = 0.45
 _BG = "black"
@@ -100,7 +99,7 @@ def _draw_panel(ax, ct2d, lab2d, result: Result, name: str, letters, position_mm
         if les is None:
             continue
         mask = lab2d == value
-        color = ORIGIN_COLORS.get(les.predicted_origin, (1.0, 1.0, 0.0))
+        color = origin_rgb(les.predicted_origin)
         fill[mask] = (*color, _FILL_ALPHA)
         ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=1.6)
         rows, cols = np.nonzero(mask)

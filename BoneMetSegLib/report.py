@@ -28,8 +28,8 @@ from pathlib import Path
 from .io.atomic import atomic_write
 from .result import Result
 from .version import __version__
+from .vocabulary import CLASS_NAMES, DISCLAIMER, NO_LESION, ORIGINS, segment_id
 
-DISCLAIMER = "Research use only - not a medical device"
 TIMING_KEYS = ("read", "preprocess", "inference", "postprocess", "write", "total")
 TOP_KEYS = ("bonemetseg_version", "model", "input", "device", "timing_s", "patient", "lesions")
 OPTIONAL_TOP_KEYS = ("warnings", "disclaimer")
@@ -48,7 +48,7 @@ LESION_KEYS = (
     "bbox_lps_mm",
 )
 OPTIONAL_LESION_KEYS = ("class_probabilities",)
-CLASS_KEYS = ("background", "lung", "other")
+CLASS_KEYS = CLASS_NAMES
 
 # Decimal places in the JSON: probabilities, millimetres, millilitres, seconds.
 _PROB, _MM, _ML, _S = 4, 2, 4, 3
@@ -151,14 +151,14 @@ def _validate_lesion(les, i: int, errors: list) -> None:
     if "id" in les:
         _check(_is_int(les["id"]) and les["id"] >= 1, f"{w}.id: must be an integer >= 1", errors)
         if "segment_id" in les:
-            _check(les["segment_id"] == f"Lesion_{les['id']}", f"{w}.segment_id: must be 'Lesion_<id>'", errors)
+            _check(les["segment_id"] == segment_id(les["id"]), f"{w}.segment_id: must be 'Lesion_<id>'", errors)
     if "label_value" in les:
         _check(_is_int(les["label_value"]) and les["label_value"] >= 1, f"{w}.label_value: must be an integer >= 1", errors)
     for k in ("detection_score", "lung_origin_probability"):
         if k in les:
             _check(_is_prob(les[k]), f"{w}.{k}: must be a number in [0, 1]", errors)
     if "predicted_origin" in les:
-        _check(les["predicted_origin"] in ("lung", "other"), f"{w}.predicted_origin: must be 'lung' or 'other'", errors)
+        _check(les["predicted_origin"] in ORIGINS, f"{w}.predicted_origin: must be 'lung' or 'other'", errors)
     if "volume_ml" in les:
         _check(_is_num(les["volume_ml"]) and les["volume_ml"] >= 0, f"{w}.volume_ml: must be a number >= 0", errors)
     if "centroid_lps_mm" in les:
@@ -222,10 +222,10 @@ def validate_report(d: dict) -> None:
         _check(_is_int(n) and n == len(lesions), "patient.n_lesions: must equal the number of lesions", errors)
         if lesions:
             _check(_is_prob(prob), "patient.lung_origin_probability: must be a number in [0, 1]", errors)
-            _check(origin in ("lung", "other"), "patient.predicted_origin: must be 'lung' or 'other'", errors)
+            _check(origin in ORIGINS, "patient.predicted_origin: must be 'lung' or 'other'", errors)
         else:
             _check(prob is None, "patient.lung_origin_probability: must be null without lesions", errors)
-            _check(origin == "none", "patient.predicted_origin: must be 'none' without lesions", errors)
+            _check(origin == NO_LESION, "patient.predicted_origin: must be 'none' without lesions", errors)
 
     if "warnings" in d:
         w = d["warnings"]

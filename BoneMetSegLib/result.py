@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 import SimpleITK as sitk
 
+from .vocabulary import segment_name
+
 
 @dataclass
 class LesionRecord:
@@ -24,7 +26,7 @@ class LesionRecord:
 
     @property
     def name(self) -> str:
-        return f"Lesion {self.id}"
+        return segment_name(self.id)
 
 
 @dataclass

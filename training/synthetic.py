@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from BoneMetSegLib.dict_config import DictConfig
+from BoneMetSegLib.vocabulary import ORIGIN_CLASS, ORIGINS
 
 from .hosts import (
     Host,
@@ -40,9 +41,7 @@ from .hosts import (
     gaussian_blur,
 )
 
-ORIGINS = ("lung", "other")
 KINDS = ("lytic", "blastic", "mixed")
-ORIGIN_CLASS = {"lung": 1, "other": 2}  # model class ids (BoneMetSegLib.model.config)
 
 
 def _default_origin_probs() -> dict:

@@ -17,17 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import segments as seg_utils
-from .types import (
-    ATTR_MODEL,
-    ATTR_ORIGIN_THRESHOLD,
+from BoneMetSegLib.vocabulary import (
+    ALGORITHM_SEMIAUTOMATIC,
+    ALGORITHM_TYPES,
     TAG_ALGORITHM_TYPE,
     TAG_DETECTION_SCORE,
     TAG_LUNG_PROBABILITY,
     TAG_PREDICTED_ORIGIN,
+    segment_id,
 )
 
-ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
+from . import segments as seg_utils
+from .types import ATTR_MODEL, ATTR_ORIGIN_THRESHOLD
 from .volume_io import ijk_to_ras, image_from_array
 
 ATTR_INSTANCE_UIDS = "DICOM.instanceUIDs"  # set by Slicer's DICOM plugins on a loaded volume
@@ -108,7 +109,7 @@ def lesion_result(logic, volumeNode, segmentationNode):
         labels[mask] = value
         kind = seg_utils.get_tag(segment, TAG_ALGORITHM_TYPE)
         scored.append((value, segment.GetName(), float(tags[0]), float(tags[1]), tags[2],
-                       kind if kind in ALGORITHM_TYPES else "SEMIAUTOMATIC"))
+                       kind if kind in ALGORITHM_TYPES else ALGORITHM_SEMIAUTOMATIC))
     present = set(np.unique(labels).tolist())
     scored = [s for s in scored if s[0] in present]  # fully covered by a later segment
     labelmap = image_from_array(labels, ijk_to_ras(volumeNode))
@@ -121,7 +122,7 @@ def lesion_result(logic, volumeNode, segmentationNode):
     for number, (value, _, detection, lung, origin, kind) in zip(numbers, scored):
         algorithm_types[number] = kind
         rec = records[value]
-        rec.id, rec.segment_id = number, f"Lesion_{number}"
+        rec.id, rec.segment_id = number, segment_id(number)
         rec.detection_score, rec.lung_origin_probability, rec.predicted_origin = detection, lung, origin
         rec.class_probabilities = {}
         lesions.append(rec)

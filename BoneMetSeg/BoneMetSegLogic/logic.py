@@ -13,6 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
+from BoneMetSegLib.vocabulary import (
+    ALGORITHM_AUTOMATIC,
+    ALGORITHM_SEMIAUTOMATIC,
+    TAG_ALGORITHM_NAME,
+    TAG_ALGORITHM_TYPE,
+    TAG_EDITED,
+    TAG_ORIGIN,
+    TAG_PREDICTED_ORIGIN,
+    segment_id,
+    segment_name,
+)
+
 from . import segments as seg_utils
 from . import dicom_export
 from .cli_process import SegmentationRun, run_cli
@@ -24,11 +36,6 @@ from .types import (
     ATTR_SEGMENT_IDS,
     REF_TABLE,
     REF_VOLUME,
-    TAG_ALGORITHM_NAME,
-    TAG_ALGORITHM_TYPE,
-    TAG_EDITED,
-    TAG_ORIGIN,
-    TAG_PREDICTED_ORIGIN,
     BoneMetSegRunError,
     EditedSegmentationError,
     RunOptions,
@@ -95,11 +102,11 @@ class BoneMetSegLogic:
         algorithm = f"BoneMetSeg {report.get('bonemetseg_version', '')}".strip()
         lesions = report.get("lesions", [])
         if lesions:
-            wanted = {les["segment_id"]: (les["segment_id"], f"Lesion {les['id']}") for les in lesions}
+            wanted = {les["segment_id"]: (les["segment_id"], segment_name(les["id"])) for les in lesions}
             self._copy_segments(run.seg_path, seg, wanted)
         for les in lesions:
             segment = seg.GetSegmentation().GetSegment(les["segment_id"])
-            seg_utils.set_scores(segment, les, algorithm, edited=False, algorithm_type="AUTOMATIC")
+            seg_utils.set_scores(segment, les, algorithm, edited=False, algorithm_type=ALGORITHM_AUTOMATIC)
             seg_utils.mark_scored(seg, les["segment_id"])
         seg.SetAttribute(ATTR_SEGMENT_IDS, ",".join(les["segment_id"] for les in lesions))
         table = self._table_for(seg)
@@ -162,7 +169,7 @@ class BoneMetSegLogic:
         segmentation = segmentationNode.GetSegmentation()
         for sid, value in value_of.items():
             seg_utils.set_scores(segmentation.GetSegment(sid), by_value[value], algorithm, edited=True,
-                                 algorithm_type="SEMIAUTOMATIC")
+                                 algorithm_type=ALGORITHM_SEMIAUTOMATIC)
             seg_utils.mark_scored(segmentationNode, sid)
         fill_table(tableNode or self._table_for(segmentationNode), segmentationNode)
         return list(value_of)
@@ -187,17 +194,17 @@ class BoneMetSegLogic:
             self._attach(segmentationNode, volumeNode)
             number = seg_utils.next_lesion_number(segmentationNode)
             segmentation = segmentationNode.GetSegmentation()
-            sid = f"Lesion_{number}"
+            sid = segment_id(number)
             if segmentation.GetSegment(sid) is not None:
                 sid = segmentation.GenerateUniqueSegmentID(sid)
             les = report["lesions"][0]
-            self._copy_segments(seg_path, segmentationNode, {les["segment_id"]: (sid, f"Lesion {number}")})
+            self._copy_segments(seg_path, segmentationNode, {les["segment_id"]: (sid, segment_name(number))})
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if segmentationNode.GetAttribute(ATTR_ORIGIN_THRESHOLD) is None:
             segmentationNode.SetAttribute(ATTR_ORIGIN_THRESHOLD, repr(float(options.origin_threshold)))
         algorithm = f"BoneMetSeg {report.get('bonemetseg_version', '')}".strip()
-        seg_utils.set_scores(segmentation.GetSegment(sid), les, algorithm, edited=True, algorithm_type="SEMIAUTOMATIC")
+        seg_utils.set_scores(segmentation.GetSegment(sid), les, algorithm, edited=True, algorithm_type=ALGORITHM_SEMIAUTOMATIC)
         seg_utils.mark_scored(segmentationNode, sid)
         table = tableNode or self._table_for(segmentationNode)
         fill_table(table, segmentationNode)

@@ -9,7 +9,8 @@ import numpy as np
 import vtk
 from vtk.util import numpy_support
 
-from .types import (
+from BoneMetSegLib.vocabulary import (
+    ORIGIN_COLORS,
     TAG_ALGORITHM_NAME,
     TAG_ALGORITHM_TYPE,
     TAG_DETECTION_SCORE,
@@ -18,9 +19,8 @@ from .types import (
     TAG_LUNG_PROBABILITY,
     TAG_PREDICTED_ORIGIN,
     TAG_VOLUME_ML,
+    UNKNOWN_COLOR,
 )
-
-UNKNOWN_RGB = (1.0, 1.0, 0.0)
 
 
 def get_tag(segment, key: str):
@@ -38,11 +38,9 @@ def get_float_tag(segment, key: str):
 
 def origin_color(origin: str, lung_probability: float | None) -> tuple:
     """One hue per predicted origin; saturation grows with confidence (|p - 0.5|)."""
-    from BoneMetSegLib.postprocess.lesions import ORIGIN_COLORS  # the CLI's hues
-
-    base = ORIGIN_COLORS.get(origin)
+    base = ORIGIN_COLORS.get(origin)  # the CLI's hues
     if base is None or lung_probability is None:
-        return UNKNOWN_RGB
+        return UNKNOWN_COLOR
     h, s, v = colorsys.rgb_to_hsv(*base)
     confidence = min(1.0, abs(float(lung_probability) - 0.5) * 2.0)
     return colorsys.hsv_to_rgb(h, s * (0.3 + 0.7 * confidence), v)

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import vtk
 
+from BoneMetSegLib.vocabulary import (
+    TAG_DETECTION_SCORE,
+    TAG_EDITED,
+    TAG_LUNG_PROBABILITY,
+    TAG_PREDICTED_ORIGIN,
+    TAG_VOLUME_ML,
+)
+
 from .segments import get_float_tag, get_tag, segment_ids
 from .types import (
     ATTR_N_LESIONS,
@@ -11,11 +19,6 @@ from .types import (
     ATTR_PATIENT_ORIGIN,
     ATTR_PATIENT_PROBABILITY,
     TABLE_COLUMNS,
-    TAG_DETECTION_SCORE,
-    TAG_EDITED,
-    TAG_LUNG_PROBABILITY,
-    TAG_PREDICTED_ORIGIN,
-    TAG_VOLUME_ML,
 )
 
 _NUMERIC = {"Volume (mL)", "Detection score", "Lung-origin probability"}

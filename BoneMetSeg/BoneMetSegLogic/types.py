@@ -1,4 +1,5 @@
-"""Plain data types and names shared by the Logic (no MRML, no Qt)."""
+"""Plain data types and names shared by the Logic (no MRML, no Qt, no BoneMetSegLib: imported before
+the library is on ``sys.path``)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,7 @@ TABLE_COLUMNS = [
     "Lesion", "Volume (mL)", "Detection score", "Lung-origin probability", "Predicted origin", "Edited", "Segment ID",
 ]
 
-# Segment tags (saved in the .seg.nrrd). The first five are what the CLI writes.
-TAG_DETECTION_SCORE = "BoneMetSeg.DetectionScore"
-TAG_LUNG_PROBABILITY = "BoneMetSeg.LungOriginProbability"
-TAG_PREDICTED_ORIGIN = "BoneMetSeg.PredictedOrigin"
-TAG_ALGORITHM_TYPE = "DICOM.SegmentAlgorithmType"
-TAG_ALGORITHM_NAME = "DICOM.SegmentAlgorithmName"
-TAG_EDITED = "BoneMetSeg.Edited"  # "true" once re-scored after an edit, or added by a click
-TAG_ORIGIN = "BoneMetSeg.Origin"  # the annotator's truth ("lung" / "other"), set by hand
-TAG_VOLUME_ML = "BoneMetSeg.VolumeML"
-TAG_FINGERPRINT = "BoneMetSeg.MaskFingerprint"  # voxel count + hash of the mask when last scored
+# Segment tags (saved in the .seg.nrrd) are in BoneMetSegLib.vocabulary (TAG_*).
 
 # Node attributes (saved in the scene)
 ATTR_PATIENT_PROBABILITY = "BoneMetSeg.PatientLungOriginProbability"

@@ -1,8 +1,8 @@
 """Every code the DICOM SEG and SR writers use, in one place.
 
 Standard codes come from DICOM (DCM), SNOMED CT (SCT), LOINC (LN) and UCUM. The category and type
-of a lesion are the ones of the ``.seg.nrrd`` (``write_seg.TERMINOLOGY``), its colour the one of
-the ``.seg.nrrd`` and the overlay (``postprocess.lesions.ORIGIN_COLORS``).
+of a lesion are the ones of the ``.seg.nrrd`` (``vocabulary.TERMINOLOGY``), its colour the one of
+the ``.seg.nrrd`` and the overlay (``vocabulary.origin_rgb``).
 
 Private codes (coding scheme designator ``99BMS``, "99" = private per DICOM PS3.16 8.2) are used
 only where no standard concept exists:
@@ -26,8 +26,7 @@ from __future__ import annotations
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
-from ..postprocess.lesions import ORIGIN_COLORS
-from .write_seg import TERMINOLOGY
+from ..vocabulary import NO_LESION, TERMINOLOGY
 
 PRIVATE_SCHEME = "99BMS"
 MANUFACTURER = "BoneMetSeg project"
@@ -67,7 +66,7 @@ PATIENT_LUNG_ORIGIN_PROBABILITY = _private("BMS008", "Patient lung-origin probab
 ORIGIN_VALUES = {
     "lung": CodedConcept("93880001", "SCT", "Primary malignant neoplasm of lung"),
     "other": _private("BMS011", "Primary origin other than lung"),
-    "none": _private("BMS012", "No lesion found"),
+    NO_LESION: _private("BMS012", "No lesion found"),
 }
 
 # --- units (UCUM) -------------------------------------------------------------------------
@@ -80,14 +79,9 @@ PROCEDURE = CodedConcept(codes.LN.CTUnspecifiedBodyRegion.value, "LN", codes.LN.
 ALGORITHM_FAMILY = CodedConcept(codes.DCM.ArtificialIntelligence.value, "DCM", codes.DCM.ArtificialIntelligence.meaning)
 
 
-def origin_rgb(origin: str) -> tuple:
-    """The lesion colour of the ``.seg.nrrd`` and the overlay (yellow when the origin is unknown)."""
-    return ORIGIN_COLORS.get(origin, (1.0, 1.0, 0.0))
-
-
 __all__ = [
     "PRIVATE_SCHEME", "CATEGORY", "TYPE", "BONE", "VOLUME", "SUM_OF_VOXELS", "DETECTION_SCORE",
     "LUNG_ORIGIN_PROBABILITY", "PREDICTED_ORIGIN", "CENTROID", "PATIENT_SUMMARY",
     "PATIENT_LUNG_ORIGIN_PROBABILITY", "ORIGIN_VALUES", "ML", "MM", "NO_UNITS", "PROCEDURE",
-    "ALGORITHM_FAMILY", "origin_rgb",
+    "ALGORITHM_FAMILY",
 ]

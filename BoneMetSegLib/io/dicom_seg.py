@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from ..result import Result
 from ..version import __version__
+from ..vocabulary import ALGORITHM_AUTOMATIC, origin_rgb
 from . import dicom_codes as codes
 from .dicom_source import DicomSource, match_to_image
 
@@ -58,12 +59,12 @@ def build_dicom_seg(result: Result, source: DicomSource, algorithm_types: dict |
             segment_label=lesion.name,
             segmented_property_category=codes.CATEGORY,
             segmented_property_type=codes.TYPE,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues((algorithm_types or {}).get(lesion.id, "AUTOMATIC")),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues((algorithm_types or {}).get(lesion.id, ALGORITHM_AUTOMATIC)),
             algorithm_identification=algorithm,
             tracking_uid=hd.UID(),
             tracking_id=lesion.name,
             anatomic_regions=[codes.BONE],
-            display_color=hd.color.CIELabColor.from_rgb(*(round(255 * c) for c in codes.origin_rgb(lesion.predicted_origin))),
+            display_color=hd.color.CIELabColor.from_rgb(*(round(255 * c) for c in origin_rgb(lesion.predicted_origin))),
         ))
     pixels = lesion_segment_array(result)
     if not descriptions:  # highdicom needs a segment; a SEG without lesions is refused by the caller

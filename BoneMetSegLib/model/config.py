@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..dict_config import DictConfig
-
-CLASS_NAMES = ("background", "lung", "other")
+from ..vocabulary import CLASS_NAMES
 
 # ConvNeXt(-V2) sizes: (depths per stage, channels per stage), from the ConvNeXt-V2 paper.
 CONVNEXT_SIZES = {

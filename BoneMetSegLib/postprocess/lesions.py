@@ -13,14 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..result import LesionRecord, PatientSummary
-
-# Display colour of a lesion by predicted origin (RGB 0..1), shared by the .seg.nrrd and overlay.
-ORIGIN_COLORS = {
-    "lung": (0.95, 0.35, 0.10),  # red-orange
-    "other": (0.15, 0.50, 0.95),  # blue
-}
-
-_CLASS_KEYS = ("background", "lung", "other")
+from ..vocabulary import CLASS_NAMES, NO_LESION, segment_id
 
 
 def lung_origin_probability(p_lung: float, p_other: float) -> float:
@@ -29,6 +22,11 @@ def lung_origin_probability(p_lung: float, p_other: float) -> float:
     if total <= 0.0:
         return 0.5
     return float(p_lung) / total
+
+
+def predicted_origin(lung_probability: float, origin_threshold: float = 0.5) -> str:
+    """The origin rule: "lung" when ``lung_probability >= origin_threshold``, else "other"."""
+    return "lung" if lung_probability >= origin_threshold else "other"
 
 
 def _check_probs(class_probs: list, n_labels: int) -> np.ndarray:
@@ -96,15 +94,15 @@ def lesion_records(
         records.append(
             LesionRecord(
                 id=lesion_id,
-                segment_id=f"Lesion_{lesion_id}",
+                segment_id=segment_id(lesion_id),
                 label_value=value,
                 detection_score=1.0 - p_bg,
                 lung_origin_probability=lung_p,
-                predicted_origin="lung" if lung_p >= origin_threshold else "other",
+                predicted_origin=predicted_origin(lung_p, origin_threshold),
                 volume_ml=stats.GetNumberOfPixels(value) * voxel_ml,
                 centroid_lps_mm=[float(c) for c in centroid],
                 bbox_lps_mm=_lps_bbox(labelmap, bb[:3], bb[3:]),
-                class_probabilities=dict(zip(_CLASS_KEYS, (p_bg, p_lung, p_other))),
+                class_probabilities=dict(zip(CLASS_NAMES, (p_bg, p_lung, p_other))),
             )
         )
     return records
@@ -119,7 +117,7 @@ def patient_summary(lesions: list, origin_threshold: float = 0.5) -> PatientSumm
     else "other". Without lesions: probability None, predicted_origin "none", n_lesions 0.
     """
     if not lesions:
-        return PatientSummary(lung_origin_probability=None, predicted_origin="none", n_lesions=0)
+        return PatientSummary(lung_origin_probability=None, predicted_origin=NO_LESION, n_lesions=0)
     p = np.array([float(les.lung_origin_probability) for les in lesions])
     w = np.array([max(float(les.detection_score), 0.0) for les in lesions])
     prob = float(np.average(p, weights=w)) if w.sum() > 0 else float(p.mean())
@@ -127,9 +125,9 @@ def patient_summary(lesions: list, origin_threshold: float = 0.5) -> PatientSumm
         raise ValueError("lesion probabilities must be finite")
     return PatientSummary(
         lung_origin_probability=prob,
-        predicted_origin="lung" if prob >= origin_threshold else "other",
+        predicted_origin=predicted_origin(prob, origin_threshold),
         n_lesions=len(lesions),
     )
 
 
-__all__ = ["lesion_records", "patient_summary", "lung_origin_probability", "ORIGIN_COLORS"]
+__all__ = ["lesion_records", "patient_summary", "lung_origin_probability", "predicted_origin"]

@@ -20,6 +20,7 @@ from BoneMetSegLib.io.read import read_ct
 from BoneMetSegLib.postprocess.lesions import lesion_records, patient_summary
 from BoneMetSegLib.report import build_report
 from BoneMetSegLib.result import Result
+from BoneMetSegLib.vocabulary import origin_rgb
 from dicom_series_uids import series_with_uids
 
 
@@ -91,7 +92,7 @@ def test_seg_segments_references_and_attributes(series, written):
         assert algo.AlgorithmFamilyCodeSequence[0].CodeValue == codes.ALGORITHM_FAMILY.value
         assert "bonemetseg-test" in algo.AlgorithmParameters and "ab" * 32 in algo.AlgorithmParameters
         rgb = hd.color.CIELabColor.from_dicom_value(item.RecommendedDisplayCIELabValue).to_rgb()
-        assert np.allclose(np.array(rgb) / 255, codes.origin_rgb(les.predicted_origin), atol=0.02)
+        assert np.allclose(np.array(rgb) / 255, origin_rgb(les.predicted_origin), atol=0.02)
     assert len({s.TrackingUID for s in seg.SegmentSequence}) == 2
     # every source instance referenced, same frame of reference, patient and study copied, new UIDs
     referenced = {i.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}

@@ -19,9 +19,10 @@ from BoneMetSegLib.io.atomic import atomic_write
 from BoneMetSegLib.io.write_labelmap import write_labelmap
 from BoneMetSegLib.io.write_seg import write_seg_nrrd
 from BoneMetSegLib.overlay import write_overlay_png
-from BoneMetSegLib.postprocess.lesions import ORIGIN_COLORS, lesion_records, patient_summary
+from BoneMetSegLib.postprocess.lesions import lesion_records, patient_summary
 from BoneMetSegLib.report import build_report, validate_report, write_report
 from BoneMetSegLib.result import Result
+from BoneMetSegLib.vocabulary import ORIGIN_COLORS
 
 # ----------------------------------------------------------------------------- helpers
 

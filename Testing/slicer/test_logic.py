@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BoneMetSegLib.postprocess.lesions import ORIGIN_COLORS
+from BoneMetSegLib.vocabulary import ORIGIN_COLORS
 from conftest import reload_run
 from slow_write_hook import SEG_WRITTEN, hook_environment
 
