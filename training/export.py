@@ -22,12 +22,12 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from BoneMetSegLib.errors import BoneMetSegModelError
+from BoneMetSegLib.errors import BoneMetSegModelError, BoneMetSegOutputError
+from BoneMetSegLib.io.atomic import atomic_group
 from BoneMetSegLib.inference.model_card import card_path_for
 from BoneMetSegLib.inference.weights import default_weights_path, load_weights, save_weights
 from BoneMetSegLib.model import MaskRCNN3D, ModelConfig
@@ -205,10 +205,12 @@ def export(checkpoint: str | Path, out: str | Path | None = None, *, eval_report
 
 def _write_checked(state_dict, card: dict, target: Path, model_cfg: ModelConfig) -> Path:
     """Save into a temporary folder beside ``target``, check size and round trip, then move the
-    ``.pt`` and its card into place (nothing is replaced when a check fails)."""
+    ``.pt`` and its card into place together (nothing is replaced when a check fails)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as tmp:
-        staged = Path(tmp) / target.name
+    outputs = {"weights": target, "card": card_path_for(target)}
+    with atomic_group(outputs, overwrite=True) as temps, \
+            tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as tmp:
+        staged = Path(tmp) / target.name  # the card names the weights file: stage it under its own name
         save_weights(state_dict, card, staged, half=True)
         size = staged.stat().st_size
         if size > MAX_BYTES:
@@ -216,8 +218,8 @@ def _write_checked(state_dict, card: dict, target: Path, model_cfg: ModelConfig)
                              "use a smaller model (model.backbone_size, fpn_channels) and retrain")
         state, _ = load_weights(staged)  # sha256 verified, plain tensors only
         MaskRCNN3D(model_cfg).load_state_dict(state)
-        os.replace(staged, target)
-        shutil.move(str(card_path_for(staged)), card_path_for(target))
+        os.replace(staged, temps["weights"])
+        os.replace(card_path_for(staged), temps["card"])
     return target
 
 
@@ -248,7 +250,7 @@ def main(argv=None) -> int:
         paths = export(args.checkpoint, args.out, eval_report=args.eval_report, into_package=args.into_package,
                        name=args.name, version=args.version, detection_threshold=threshold,
                        inference=parse_inference_settings(args.inference), note=args.note)
-    except (ExportError, CheckpointError, FileNotFoundError, BoneMetSegModelError) as exc:
+    except (ExportError, CheckpointError, FileNotFoundError, BoneMetSegModelError, BoneMetSegOutputError) as exc:
         print(f"training.export: error: {exc}", file=sys.stderr)
         return 2
     for p in paths:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from BoneMetSegLib.io.atomic import atomic_folder
 from BoneMetSegLib.io.read import read_ct
 from BoneMetSegLib.preprocessing.resample import canonical_isotropic
 from BoneMetSegLib.sample_data import fetch_sample
@@ -522,26 +523,22 @@ def _cached(key: str, sources: list, build, cache_dir: Path | None, use_cache: b
 
 
 def _write_host(host: Host, folder: Path) -> None:
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
     hu = np.clip(np.round(host.image_hu), -32768, 32767).astype(np.int16)
-    np.save(tmp / "image_hu.npy", hu)
-    np.save(tmp / "bone.npy", host.bone)
-    if host.site_labels is not None:
-        np.save(tmp / "sites.npy", host.site_labels)
-    if host.bone_ids is not None:
-        np.save(tmp / "bone_ids.npy", host.bone_ids)
     noise = host.get_noise()
     meta = {"name": host.name, "origin": host.grid.GetOrigin(),
             "direction": host.grid.GetDirection(),
             "noise": {"std": noise.std, "corr_sigma": list(noise.corr_sigma)}}
-    (tmp / "meta.json").write_text(json.dumps(meta))
     try:
-        os.replace(tmp, folder)
-    except OSError:  # another process won the race: keep its copy
-        for p in tmp.iterdir():
-            p.unlink()
-        tmp.rmdir()
+        with atomic_folder(folder) as tmp:
+            np.save(tmp / "image_hu.npy", hu)
+            np.save(tmp / "bone.npy", host.bone)
+            if host.site_labels is not None:
+                np.save(tmp / "sites.npy", host.site_labels)
+            if host.bone_ids is not None:
+                np.save(tmp / "bone_ids.npy", host.bone_ids)
+            (tmp / "meta.json").write_text(json.dumps(meta))
+    except FileExistsError:  # another process won the race: keep its copy
+        pass
 
 
 def _read_host(folder: Path) -> Host:

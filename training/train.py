@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from BoneMetSegLib.inference.weights import load_weights
+from BoneMetSegLib.io.atomic import atomic_write
 from BoneMetSegLib.model import MaskRCNN3D
 
 from . import distributed
@@ -360,10 +361,9 @@ def plot_losses(log_path: Path, png_path: Path) -> Path | None:
         handles, names = handles + h2, names + n2
     ax.legend(handles, names, fontsize=8)
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_write(png_path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(png_path)
     return png_path
 
 

@@ -1,20 +1,18 @@
 """Write one training case in the labelmap form of format A, atomically.
 
 The case is written into a hidden temporary folder beside its final place and renamed when
-complete, so a data set never holds a half-written case.
+complete (``BoneMetSegLib.io.atomic.atomic_folder``), so a data set never holds a half-written case.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..io.atomic import atomic_folder
 from .format import IMAGE_NAMES, LABELS_NAME, LESIONS_NAME, MAX_LABEL, ORIGINS, DatasetError, geometry_mismatch
 
 
@@ -35,19 +33,15 @@ def write_case(
     target = root / case_id
     if target.exists() and not overwrite:
         raise DatasetError(f"case {target} exists; choose another case id or pass overwrite=True")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".~{secrets.token_hex(4)}-{case_id}"
-    tmp.mkdir()
     try:
-        sitk.WriteImage(image, str(tmp / IMAGE_NAMES[0]), useCompression=True)
-        sitk.WriteImage(label_image, str(tmp / LABELS_NAME), useCompression=True)
-        meta = {"case_id": case_id, "patient_id": patient_id or case_id,
-                "lesions": [{"label": k, "origin": origins[k]} for k in sorted(origins)]}
-        (tmp / LESIONS_NAME).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        _move_into_place(tmp, target, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_folder(target, overwrite) as tmp:
+            sitk.WriteImage(image, str(tmp / IMAGE_NAMES[0]), useCompression=True)
+            sitk.WriteImage(label_image, str(tmp / LABELS_NAME), useCompression=True)
+            meta = {"case_id": case_id, "patient_id": patient_id or case_id,
+                    "lesions": [{"label": k, "origin": origins[k]} for k in sorted(origins)]}
+            (tmp / LESIONS_NAME).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    except FileExistsError:
+        raise DatasetError(f"case {target} appeared while writing; not replaced") from None
     return target
 
 
@@ -90,18 +84,6 @@ def _check_origins(labels: sitk.Image, origins: dict) -> dict:
         raise DatasetError(f"origins must name exactly the label values with voxels: labels {sorted(present)}, "
                            f"origins for {sorted(clean)}")
     return clean
-
-
-def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:
-    if target.exists():
-        if not overwrite:
-            raise DatasetError(f"case {target} appeared while writing; not replaced")
-        old = target.with_name(f".~old-{secrets.token_hex(4)}-{target.name}")
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
 
 
 __all__ = ["write_case"]

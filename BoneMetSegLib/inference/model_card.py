@@ -8,11 +8,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from ..errors import BoneMetSegModelError
-from ..io.atomic import default_permissions
+from ..io.atomic import atomic_write
 from ..model.config import ModelConfig
 from ..preprocessing.types import PreprocessConfig
 from ..version import __version__
@@ -141,25 +140,11 @@ def write_model_card(card: dict, path: str | Path) -> Path:
     """Write ``card`` as pretty JSON to the card path of ``path``, atomically. Returns that path."""
     card_path = card_path_for(path)
     text = json.dumps(card, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
-    atomic_write_bytes(card_path, text.encode("utf-8"))
+    with atomic_write(card_path, overwrite=True) as tmp, open(tmp, "wb") as fh:
+        fh.write(text.encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())
     return card_path
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file in the same folder, then ``os.replace`` it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        default_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _card_section(card: dict, key: str, cls):
@@ -196,7 +181,6 @@ __all__ = [
     "validate_card",
     "read_model_card",
     "write_model_card",
-    "atomic_write_bytes",
     "model_config_from_card",
     "preprocess_config_from_card",
     "card_summary",

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from ..errors import BoneMetSegModelError
-from ..io.atomic import default_permissions
+from ..io.atomic import atomic_write
 from .model_card import (
     WEIGHTS_SUFFIX,
     card_path_for,
@@ -74,22 +72,13 @@ def save_weights(state_dict: Mapping, card: dict, path: str | Path, half: bool =
         if key not in card:
             raise ValueError(f"model card needs '{key}' before saving weights")
     tensors = _plain_state_dict(state_dict, half)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_write(path, overwrite=True) as tmp:
         # through memory: saved to a path, the archive is named after the (random) temporary
         # file, so the same tensors gave other bytes and another sha256 on every export
         buffer = io.BytesIO()
         torch.save(tensors, buffer)
         tmp.write_bytes(buffer.getvalue())
         sha = sha256_of_file(tmp)
-        default_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     full = complete_card(card, path.name, sha, "float16" if half else "float32")
     write_model_card(full, path)
     return full

@@ -1,4 +1,8 @@
-"""Atomic file output: write to a temporary file beside the target, rename on success."""
+"""Atomic output: write to a temporary file (or folder) beside the target, rename on success.
+
+The one file writer is :func:`atomic_group` (several files, all or none; :func:`atomic_write`
+for one); the one folder writer is :func:`atomic_folder`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -87,13 +92,6 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
 
 
-def default_permissions(path: str | os.PathLike) -> None:
-    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the mode a plain ``open`` would give."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
@@ -153,4 +151,46 @@ def _failed_key(temps: dict):
     return started[-1] if started else next(iter(temps))
 
 
-__all__ = ["atomic_write", "atomic_group", "check_output_path", "clean_stale_temps", "temp_path", "write_error"]
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a new hidden folder beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    On any exception the temporary folder is removed and ``path`` is left untouched. When ``path``
+    exists at the end (made before or meanwhile) it raises :class:`FileExistsError`, unless
+    ``overwrite``: then the old folder is swapped out and removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _rename_folder(tmp, path, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _rename_folder(tmp: Path, path: Path, overwrite: bool) -> None:
+    if overwrite and path.exists():
+        old = temp_path(path)
+        os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if path.exists():
+        raise FileExistsError(errno.EEXIST, "exists", str(path))
+    try:
+        os.rename(tmp, path)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):  # made between the check and the rename
+            raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+        raise
+
+
+__all__ = ["atomic_write", "atomic_group", "atomic_folder", "check_output_path", "clean_stale_temps", "temp_path",
+           "write_error"]

@@ -60,7 +60,7 @@ def test_round_trip_float32_via_pt_and_json(tmp_path):
     assert card["weights_file"] == "model.pt" and card["weights_dtype"] == "float32"
     assert json.loads(json_path.read_text()) == card
     assert card["bonemetseg_min_version"] == __version__ and card["created"]
-    assert not [p for p in pt.parent.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in pt.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
 
     for path in (pt, json_path):
         loaded, loaded_card = load_weights(path)
