@@ -24,9 +24,11 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from BoneMetSegLib.preprocessing.network_input import network_input
+
 from .augment import augment_intensity, augment_patch, context_size
 from .config import TrainConfig
-from .engine import TrainingCase, case_stats, to_network_input
+from .engine import TrainingCase, case_stats
 from .hosts import canonical_1mm, load_host
 from .patches import choose_patch_start, crop_patch, mask_to_box
 from .synthetic import plant_lesions
@@ -216,7 +218,7 @@ def training_sample(case: TrainingCase, cfg: TrainConfig, rng: np.random.Generat
                                                  d.min_visible_fraction)
     if use_aug:
         patch = augment_intensity(patch, a, rng)
-    image = to_network_input(patch, case.mean, case.std, cfg.preprocess.hu_window)
+    image = network_input(patch, cfg.preprocess, case.mean, case.std)
     target = {"boxes": torch.from_numpy(boxes).reshape(-1, 6),
               "labels": torch.from_numpy(classes).reshape(-1),
               "masks": torch.from_numpy(masks)}

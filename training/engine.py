@@ -1,7 +1,7 @@
 """The training core shared by tests and training scripts: synthetic cases -> batches -> steps.
 
-Normalisation follows inference exactly: each synthetic case is z-scored with the mean/std of its
-bone crop (``BoneMetSegLib.preprocessing``), and patches are cut from that case.
+Normalisation is inference's own (``BoneMetSegLib.preprocessing.network_input``): each case's
+z-score statistics are those inference would use, and its patches are clipped and z-scored with them.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from BoneMetSegLib.preprocessing.bone_crop import bone_bbox
-from BoneMetSegLib.preprocessing.normalize import normalize
+from BoneMetSegLib.preprocessing.network_input import network_input, zscore_stats
 from BoneMetSegLib.preprocessing.types import PreprocessConfig
 
 from .hosts import Host
@@ -38,16 +37,9 @@ class TrainingCase:
 
 
 def case_stats(image_hu: np.ndarray, config: PreprocessConfig) -> tuple[float, float]:
-    """The mean/std that inference would use: the recipe's fixed statistics, or (per-image
-    z-score recipe) the stats of the clipped bone crop."""
-    if config.norm_mean is not None and config.norm_std is not None:
-        return float(config.norm_mean), float(config.norm_std)
-    crop = bone_bbox(
-        image_hu, config.bone_threshold_hu, int(round(config.crop_margin_mm / config.spacing_mm)),
-        min_bone_ml=0.0,
-    )
-    _, mean, std = normalize(image_hu[crop], tuple(config.hu_window))
-    return float(mean), float(std)
+    """The mean/std that inference would use (``zscore_stats``); a training case always holds
+    bone, so no minimum amount is asked for."""
+    return zscore_stats(image_hu, config, min_bone_ml=0.0)
 
 
 def synthetic_cases(
@@ -66,12 +58,6 @@ def synthetic_cases(
     return cases
 
 
-def to_network_input(patch_hu: np.ndarray, mean: float, std: float, window: Sequence[float]) -> np.ndarray:
-    """Clip to the HU window and z-score with the case's stats (same as inference)."""
-    lo, hi = float(window[0]), float(window[1])
-    return ((np.clip(patch_hu, lo, hi) - mean) / std).astype(np.float32)
-
-
 def random_flips(patch: np.ndarray, boxes: np.ndarray, masks: np.ndarray, rng: np.random.Generator):
     """Flip a (z, y, x) patch, its boxes ``[K, 6]`` and masks ``[K, z, y, x]`` along each axis with p = 0.5."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 6).copy()
@@ -87,10 +73,12 @@ def random_flips(patch: np.ndarray, boxes: np.ndarray, masks: np.ndarray, rng: n
 
 def make_batch(
     cases: Sequence[TrainingCase], batch_size: int, patch_size: int | Sequence[int],
-    rng: np.random.Generator, window: Sequence[float] = (-1000.0, 2000.0), p_foreground: float = 0.67,
+    rng: np.random.Generator, preprocess: PreprocessConfig | None = None, p_foreground: float = 0.67,
     flips: bool = False,
 ) -> tuple[torch.Tensor, list[dict]]:
-    """Random patches from random cases: ``images [B,1,*patch]`` and torchvision-style targets."""
+    """Random patches from random cases: ``images [B,1,*patch]`` (``preprocess``: the recipe the
+    cases' stats came from, default ``PreprocessConfig()``) and torchvision-style targets."""
+    preprocess = preprocess or PreprocessConfig()
     images, targets = [], []
     for _ in range(batch_size):
         case = cases[int(rng.integers(len(cases)))]
@@ -99,7 +87,7 @@ def make_batch(
         )
         if flips:
             patch, boxes, masks = random_flips(patch, boxes, np.asarray(masks, dtype=bool), rng)
-        images.append(torch.from_numpy(to_network_input(patch, case.mean, case.std, window)))
+        images.append(torch.from_numpy(network_input(patch, preprocess, case.mean, case.std)))
         targets.append(
             {
                 "boxes": torch.from_numpy(np.asarray(boxes, dtype=np.float32)).reshape(-1, 6),

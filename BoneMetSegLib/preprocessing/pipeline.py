@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from ..io.limits import check_resampled_size
 from ..io.validate import check_geometry
-from .bone_crop import bone_bbox
+from .network_input import bone_crop
 from .normalize import normalize
 from .resample import canonical_isotropic
 from .types import CTImage, Preprocessed, PreprocessConfig
@@ -36,13 +36,7 @@ def preprocess(
     grid = canonical_isotropic(image, config.orientation, config.spacing_mm)
     t1 = time.perf_counter()
     hu = sitk.GetArrayViewFromImage(grid)
-    box = bone_bbox(
-        hu,
-        config.bone_threshold_hu,
-        int(round(config.crop_margin_mm / config.spacing_mm)),
-        voxel_ml=config.spacing_mm**3 / 1000.0,
-        min_bone_ml=config.min_bone_ml,
-    )
+    box = bone_crop(hu, config)
     t2 = time.perf_counter()
     array, mean, std = normalize(hu[box], config.hu_window, config.norm_mean, config.norm_std)
     t3 = time.perf_counter()
