@@ -175,8 +175,8 @@ def _model_spacing(model_path) -> float:
 
 def _read_checked(src: Path, spacing_mm: float):
     """Read the CT and check that the model's grid of it fits the memory budget."""
-    from .io.limits import check_resampled_size
     from .io.read import read_ct
+    from .preprocessing.resample import check_resampled_size
 
     t0 = time.perf_counter()
     ct = read_ct(src)

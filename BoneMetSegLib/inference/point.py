@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from ..ct_image import CTImage
 from ..errors import BoneMetSegInputError
+from ..io.read import as_ct
 from ..postprocess.lesions import lesion_records, patient_summary
-from ..preprocessing.types import CTImage
 from ..result import Result
-from .predictor import Predictor, _as_ct
+from .predictor import Predictor
 
 POINT_CROP_MM = 160.0  # cube searched around the point; 112 mm gave displaced detections (padding)
 POINT_THRESHOLD = 0.1  # lower than a whole-image run: the user says a lesion is there
@@ -81,7 +82,7 @@ def predict_at_point(
     ``ct``: path, :class:`CTImage` or ``SimpleITK.Image`` in HU. The labelmap has the input's
     exact geometry. Raises :class:`BoneMetSegInputError` for a point outside the image.
     """
-    ct = _as_ct(ct)
+    ct = as_ct(ct)
     image = ct.image
     index = _point_index(image, point_lps_mm)
     sub, start = crop_around(image, index, crop_mm)

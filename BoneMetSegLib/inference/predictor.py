@@ -17,14 +17,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..errors import BoneMetSegInputError, BoneMetSegModelError
-from ..io.read import ct_from_image, read_ct
+from ..errors import BoneMetSegModelError
+from ..io.read import as_ct
 from ..model import MaskRCNN3D
 from ..postprocess.instances import crop_labels_to_input_grid, detections_to_instances
 from ..postprocess.bone_filter import drop_lesions_not_enclosed, drop_metal_lesions, filter_outside_bone
 from ..postprocess.lesions import lesion_records, patient_summary
 from ..preprocessing.pipeline import crop_hu, preprocess
-from ..preprocessing.types import CTImage
 from ..result import Result
 from .border import cut_faces, drop_mirrored, pad_cut_faces, shift_boxes
 from .device import describe_device, fallback_devices, select_device
@@ -97,7 +96,7 @@ class Predictor:
 
         t0 = time.perf_counter()
         reporter.report("read", 0.0, "Reading CT")
-        ct = _as_ct(image)
+        ct = as_ct(image)
         for w in ct.warnings:
             _warn(w)
         timing["read"] = time.perf_counter() - t0
@@ -253,18 +252,6 @@ def load_model(path: str | Path | None = None, device: str = "auto") -> Predicto
 def predict(image, model: Optional[Predictor] = None, **kwargs) -> Result:
     """Shortcut: ``load_model().predict(image, **kwargs)``."""
     return (model or load_model()).predict(image, **kwargs)
-
-
-def _as_ct(image) -> CTImage:
-    if isinstance(image, CTImage):
-        return image
-    if isinstance(image, sitk.Image):
-        return ct_from_image(image)
-    if isinstance(image, (str, Path)):
-        return read_ct(image)
-    raise BoneMetSegInputError(
-        f"Cannot read a CT from a {type(image).__name__}; give a file path, a DICOM folder or a SimpleITK image."
-    )
 
 
 def _relabel_consecutive(labelmap: sitk.Image, lesions: list):

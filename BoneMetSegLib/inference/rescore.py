@@ -13,10 +13,11 @@ import SimpleITK as sitk
 import torch
 
 from ..errors import BoneMetSegInputError
+from ..io.read import as_ct
 from ..postprocess.lesions import lesion_records, lung_origin_probability
 from ..preprocessing.pipeline import preprocess
 from ..preprocessing.types import Preprocessed
-from .predictor import Predictor, _as_ct
+from .predictor import Predictor
 
 CONTEXT_MM = 32  # context kept around a box when cropping the network input for scoring
 GEOMETRY_TOLERANCE = 1e-3  # relative (spacing) / mm (origin) / cosine (direction)
@@ -108,7 +109,7 @@ def score_labelmap(
     "bbox_lps_mm"}}``. Raises :class:`BoneMetSegInputError` when the labelmap is on another grid
     or a requested label has no voxel. Deterministic.
     """
-    ct = _as_ct(ct)
+    ct = as_ct(ct)
     check_same_grid(ct.image, labelmap)
     labelmap = _label_array(labelmap)
     present = sorted(int(v) for v in np.unique(sitk.GetArrayViewFromImage(labelmap)) if v != 0)

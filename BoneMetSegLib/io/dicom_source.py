@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import BoneMetSegInputError
+from .formats import is_dicom_file, known_format
 from .quiet import quiet_itk
 
 UID_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "FrameOfReferenceUID")
@@ -37,10 +38,8 @@ class DicomSource:
 def dicom_source(path, option: str = "--dicom-seg/--dicom-sr") -> DicomSource:
     """Headers of the DICOM series that ``read_ct(path)`` reads; :class:`BoneMetSegInputError`
     (naming ``option``) when ``path`` is not a DICOM series or its instances lack UIDs."""
-    from .read import _is_dicom_file, _known_format
-
     path = Path(path)
-    if path.is_file() and (_known_format(path) is not None or not _is_dicom_file(path)):
+    if path.is_file() and (known_format(path) is not None or not is_dicom_file(path)):
         raise BoneMetSegInputError(
             f"{option} needs a DICOM series as input (the SEG/SR reference its instances); {path} is not "
             "one. Give the folder of the CT's DICOM files."

@@ -39,34 +39,24 @@ def memory_limit_bytes() -> float:
     return value * 2**30
 
 
-def _refuse(source: str, what: str, needed: float, limit: float) -> None:
-    raise BoneMetSegInputError(
-        f"{source}: {what} needs about {needed / 2**30:.3g} GB of memory, over the "
-        f"{limit / 2**30:.3g} GB budget; crop the CT to the region of interest, or set "
-        f"{ENV_VAR} to a larger value if this computer has the memory."
-    )
+def check_budget(needed: float, source: str, what: str) -> None:
+    """Refuse (:class:`BoneMetSegInputError`) ``what`` of ``source`` when ``needed`` bytes exceed the budget."""
+    limit = memory_limit_bytes()
+    if needed > limit:
+        raise BoneMetSegInputError(
+            f"{source}: {what} needs about {needed / 2**30:.3g} GB of memory, over the "
+            f"{limit / 2**30:.3g} GB budget; crop the CT to the region of interest, or set "
+            f"{ENV_VAR} to a larger value if this computer has the memory."
+        )
 
 
 def check_claimed_size(size, bytes_per_voxel: int, source: str) -> None:
     """Refuse reading an image of ``size`` voxels (as its header claims) beyond the budget."""
     voxels = float(np.prod([float(s) for s in size]))
-    needed = voxels * (bytes_per_voxel + COPY_BYTES_PER_VOXEL)
-    limit = memory_limit_bytes()
-    if needed > limit:
-        dims = "x".join(str(int(s)) for s in size)
-        _refuse(source, f"the image's header claims {dims} voxels, which", needed, limit)
+    dims = "x".join(str(int(s)) for s in size)
+    check_budget(voxels * (bytes_per_voxel + COPY_BYTES_PER_VOXEL), source,
+                 f"the image's header claims {dims} voxels, which")
 
 
-def check_resampled_size(size, spacing, target_spacing_mm: float, source: str) -> None:
-    """Refuse resampling an image of ``size`` x ``spacing`` mm to ``target_spacing_mm`` beyond the budget."""
-    from ..preprocessing.resample import isotropic_size
-
-    voxels = float(np.prod([float(n) for n in isotropic_size(size, spacing, target_spacing_mm)]))
-    needed = voxels * GRID_BYTES_PER_VOXEL
-    limit = memory_limit_bytes()
-    if needed > limit:
-        _refuse(source, f"resampling to the model's {target_spacing_mm:g} mm grid ({voxels:.3g} voxels)",
-                needed, limit)
-
-
-__all__ = ["check_claimed_size", "check_resampled_size", "memory_limit_bytes", "ENV_VAR", "DEFAULT_LIMIT_GB"]
+__all__ = ["check_claimed_size", "check_budget", "memory_limit_bytes", "ENV_VAR", "DEFAULT_LIMIT_GB",
+           "GRID_BYTES_PER_VOXEL"]

@@ -13,23 +13,15 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..ct_image import CTImage
 from ..errors import BoneMetSegInputError
-from ..preprocessing.types import CTImage
 from .dicom_series import read_dicom_folder
+from .formats import FILE_FORMATS, file_format, is_dicom_file, known_format
 from .integrity import verify_file
 from .limits import check_claimed_size
 from .quiet import quiet_itk
 from .validate import validate_ct
 
-FILE_FORMATS = {
-    ".nii": "nifti",
-    ".nii.gz": "nifti",
-    ".nrrd": "nrrd",
-    ".nhdr": "nrrd",
-    ".mha": "metaimage",
-    ".mhd": "metaimage",
-}
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 _INT16 = np.iinfo(np.int16)
 
 
@@ -53,13 +45,13 @@ def read_ct(path: str | Path) -> CTImage:
             "DICOM series folder."
         )
     warnings: list[str] = []
-    if path.is_dir() or (_known_format(path) is None and _is_dicom_file(path)):
+    if path.is_dir() or (known_format(path) is None and is_dicom_file(path)):
         image, warnings, info = read_dicom_folder(
             path if path.is_dir() else path.parent, containing=None if path.is_dir() else path
         )
         info["format"] = "dicom"
     else:
-        fmt = _file_format(path)
+        fmt = file_format(path)
         image = _read_file(path, fmt)
         info = {"format": fmt}
     warnings += validate_ct(image, source)
@@ -72,13 +64,26 @@ def read_image_file(path: str | Path) -> sitk.Image:
     path = Path(path).expanduser()
     if not path.is_file():
         raise BoneMetSegInputError(f"{path}: not a readable file; give a NIfTI, NRRD or MHA image file.")
-    return _read_file(path, _file_format(path))
+    return _read_file(path, file_format(path))
 
 
 def ct_from_image(image: sitk.Image, source: str = "image") -> CTImage:
     """Validate an image that was not read from a file (e.g. a Slicer volume node)."""
     warnings = validate_ct(image, source)
     return CTImage(image=as_hu_image(image), path="", warnings=warnings, info={"format": "image"})
+
+
+def as_ct(image) -> CTImage:
+    """A :class:`CTImage` from a CTImage (as is), a SimpleITK image (validated) or a path (read)."""
+    if isinstance(image, CTImage):
+        return image
+    if isinstance(image, sitk.Image):
+        return ct_from_image(image)
+    if isinstance(image, (str, Path)):
+        return read_ct(image)
+    raise BoneMetSegInputError(
+        f"Cannot read a CT from a {type(image).__name__}; give a file path, a DICOM folder or a SimpleITK image."
+    )
 
 
 def as_hu_image(image: sitk.Image) -> sitk.Image:
@@ -91,24 +96,6 @@ def as_hu_image(image: sitk.Image) -> sitk.Image:
         if _INT16.min <= view.min() and view.max() <= _INT16.max:
             return sitk.Cast(image, sitk.sitkInt16)
     return sitk.Cast(image, sitk.sitkFloat32)
-
-
-def _known_format(path: Path) -> str | None:
-    name = path.name.lower()
-    for suffix, fmt in FILE_FORMATS.items():
-        if name.endswith(suffix):
-            return fmt
-    return None
-
-
-def _file_format(path: Path) -> str:
-    fmt = _known_format(path)
-    if fmt is not None:
-        return fmt
-    raise BoneMetSegInputError(
-        f"{path}: unsupported file type; give a NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr), "
-        "MetaImage (.mha/.mhd) file or a folder of DICOM files."
-    )
 
 
 def _read_file(path: Path, fmt: str) -> sitk.Image:
@@ -146,20 +133,9 @@ def _bytes_per_voxel(reader: sitk.ImageFileReader) -> int:
     return (int(bits.group(1)) // 8 if bits else 8) * max(1, reader.GetNumberOfComponents())
 
 
-def _is_dicom_file(path: Path) -> bool:
-    if path.name.lower().endswith(DICOM_SUFFIXES):
-        return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def _check_nifti_complete(path: Path) -> None:
     """Refuse a NIfTI file that is truncated, corrupt or holds NaN/inf (ITK reads them silently)."""
     verify_file(path, "nifti")
 
 
-__all__ = ["read_ct", "read_image_file", "ct_from_image", "as_hu_image", "FILE_FORMATS"]
+__all__ = ["read_ct", "read_image_file", "ct_from_image", "as_ct", "as_hu_image", "FILE_FORMATS"]

@@ -7,12 +7,12 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-from ..io.limits import check_resampled_size
+from ..ct_image import CTImage
 from ..io.validate import check_geometry
 from .network_input import bone_crop
 from .normalize import normalize
-from .resample import canonical_isotropic
-from .types import CTImage, Preprocessed, PreprocessConfig
+from .resample import canonical_isotropic, check_resampled_size
+from .types import Preprocessed, PreprocessConfig
 
 
 def preprocess(

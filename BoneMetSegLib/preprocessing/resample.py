@@ -18,6 +18,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..io.limits import GRID_BYTES_PER_VOXEL, check_budget
+
 _AXIS_LETTERS = {"L": (0, 1.0), "R": (0, -1.0), "P": (1, 1.0), "A": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
 
 
@@ -87,6 +89,14 @@ def isotropic_size(size, spacing, spacing_mm: float) -> tuple[int, ...]:
     return tuple(max(1, int(np.floor(n * s / spacing_mm + 0.5))) for n, s in zip(size, spacing))
 
 
+def check_resampled_size(size, spacing, target_spacing_mm: float, source: str) -> None:
+    """Refuse resampling an image of ``size`` x ``spacing`` mm to ``target_spacing_mm`` beyond the
+    memory budget (``io.limits``)."""
+    voxels = float(np.prod([float(n) for n in isotropic_size(size, spacing, target_spacing_mm)]))
+    check_budget(voxels * GRID_BYTES_PER_VOXEL, source,
+                 f"resampling to the model's {target_spacing_mm:g} mm grid ({voxels:.3g} voxels)")
+
+
 def isotropic_origin(origin, spacing, direction, spacing_mm: float) -> tuple[float, ...]:
     """Centre of the new first voxel: the old first voxel's lower edge + half a new voxel."""
     d = np.asarray(direction, float).reshape(3, 3)
@@ -144,6 +154,7 @@ __all__ = [
     "canonical_axes",
     "canonical_array",
     "isotropic_size",
+    "check_resampled_size",
     "isotropic_origin",
     "resample_array",
     "resample_isotropic",

@@ -1,4 +1,4 @@
-"""Data passed between reading, preprocessing, inference and postprocessing.
+"""Data passed between preprocessing, inference and postprocessing (the CT as read: ``ct_image``).
 
 Grid conventions: see ``BoneMetSegLib.model.config``. ``Preprocessed.array`` is indexed
 (z, y, x) like ``sitk.GetArrayFromImage`` of the LPS-oriented 1 mm image ``Preprocessed.grid``;
@@ -29,16 +29,6 @@ class PreprocessConfig(DictConfig):
     bone_threshold_hu: float = 200.0  # bone mask for the crop
     crop_margin_mm: float = 16.0  # margin around the bone bounding box
     min_bone_ml: float = 1.0  # less bone than this: "volume too small to hold bone"
-
-
-@dataclass
-class CTImage:
-    """A CT as read from disk (or handed over by Slicer), geometry untouched."""
-
-    image: sitk.Image  # original size / spacing / origin / direction, HU values
-    path: str = ""
-    warnings: list = field(default_factory=list)  # non-fatal remarks to show the user
-    info: dict = field(default_factory=dict)  # e.g. {"series_uid":..., "n_series": 3}
 
 
 @dataclass
