@@ -12,7 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from BoneMetSegLib import dataset
-from BoneMetSegLib.dataset.format import ORIGINS
+from BoneMetSegLib.vocabulary import ORIGINS, TAG_ORIGIN
 
 
 class ExportError(RuntimeError):
@@ -24,7 +24,7 @@ def write_and_validate(dataset_dir, case_id: str, image: sitk.Image, labels: np.
     """Write the case atomically, then validate it; raise :class:`ExportError` with every problem."""
     for value, origin in origins.items():
         if origin not in ORIGINS:
-            raise ExportError(f"Lesion label {value} has origin {origin!r}; set the segment tag BoneMetSeg.Origin "
+            raise ExportError(f"Lesion label {value} has origin {origin!r}; set the segment tag {TAG_ORIGIN} "
                               "to 'lung' or 'other'.")
     try:
         target = dataset.write_case(dataset_dir, case_id, image, labels, origins, patient_id=patient_id)

@@ -12,6 +12,9 @@
         OR
         segmentation.seg.nrrd   Slicer segmentation, one segment per lesion, origin in the segment tag
                                 "BoneMetSeg.Origin" (annotator's truth) else "BoneMetSeg.PredictedOrigin"
+
+Origin names, segment tags and the patient-id header field are ``BoneMetSegLib.vocabulary``'s
+(``ORIGINS``, ``TAG_ORIGIN``, ``TAG_PREDICTED_ORIGIN``, ``FIELD_PATIENT_ID``).
 """
 
 from __future__ import annotations
@@ -29,10 +32,6 @@ LABELS_NAME = "labels.nii.gz"
 LESIONS_NAME = "lesions.json"
 SEG_NAME = "segmentation.seg.nrrd"
 DATASET_JSON = "dataset.json"
-ORIGINS = ("lung", "other")
-ORIGIN_TAG = "BoneMetSeg.Origin"  # the annotator's truth
-PREDICTED_ORIGIN_TAG = "BoneMetSeg.PredictedOrigin"  # what the model said (accepted when no truth tag)
-PATIENT_ID_FIELD = "BoneMetSeg_PatientID"  # optional .seg.nrrd header field naming the patient
 MAX_LABEL = int(np.iinfo(np.uint16).max)
 
 # geometry tolerances: NIfTI stores the geometry as float32, so a round trip moves it slightly
@@ -82,5 +81,4 @@ def _fmt(values) -> str:
 
 
 __all__ = ["Case", "DatasetError", "geometry_mismatch", "IMAGE_NAMES", "LABELS_NAME", "LESIONS_NAME",
-           "SEG_NAME", "DATASET_JSON", "ORIGINS", "ORIGIN_TAG", "PREDICTED_ORIGIN_TAG",
-           "PATIENT_ID_FIELD", "MAX_LABEL"]
+           "SEG_NAME", "DATASET_JSON", "MAX_LABEL"]

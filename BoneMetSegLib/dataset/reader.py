@@ -14,10 +14,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import BoneMetSegInputError
-from ..io.read import _check_nifti_complete, read_ct
+from ..io.integrity import verify_file
+from ..io.read import read_ct
+from ..vocabulary import ORIGINS
 
 from .format import (
-    IMAGE_NAMES, LABELS_NAME, LESIONS_NAME, MAX_LABEL, ORIGINS, SEG_NAME, Case, DatasetError,
+    IMAGE_NAMES, LABELS_NAME, LESIONS_NAME, MAX_LABEL, SEG_NAME, Case, DatasetError,
     geometry_mismatch,
 )
 from .seg_nrrd import read_seg_labels
@@ -99,7 +101,7 @@ def _read_labels(case_dir: Path, image: sitk.Image | None, problems: list) -> si
         return None
     path = case_dir / LABELS_NAME
     try:
-        _check_nifti_complete(path)
+        verify_file(path, "nifti")
         labels = sitk.ReadImage(str(path))
     except BoneMetSegInputError as exc:
         problems.append(str(exc))

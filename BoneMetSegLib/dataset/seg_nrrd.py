@@ -16,7 +16,8 @@ import numpy as np
 import SimpleITK as sitk
 import slicerio
 
-from .format import MAX_LABEL, ORIGIN_TAG, ORIGINS, PATIENT_ID_FIELD, PREDICTED_ORIGIN_TAG
+from ..vocabulary import FIELD_PATIENT_ID, ORIGINS, TAG_ORIGIN, TAG_PREDICTED_ORIGIN
+from .format import MAX_LABEL
 
 OFFSET_TOL_VOXELS = 1e-3
 
@@ -48,9 +49,9 @@ def read_seg_labels(path: Path, image: sitk.Image) -> tuple:
     names = {k: str(s.get("name") or s.get("id") or f"segment {k}") for k, s in enumerate(segments, 1)}
     for k, segment in enumerate(segments, 1):
         tags = segment.get("tags", {}) or {}
-        origin = tags.get(ORIGIN_TAG, tags.get(PREDICTED_ORIGIN_TAG))
+        origin = tags.get(TAG_ORIGIN, tags.get(TAG_PREDICTED_ORIGIN))
         if origin is None:
-            problems.append(f"segment '{names[k]}' has no origin tag ({ORIGIN_TAG} or {PREDICTED_ORIGIN_TAG})")
+            problems.append(f"segment '{names[k]}' has no origin tag ({TAG_ORIGIN} or {TAG_PREDICTED_ORIGIN})")
         elif origin not in ORIGINS:
             problems.append(f"segment '{names[k]}' has origin '{origin}', not one of {', '.join(ORIGINS)}")
         else:
@@ -84,7 +85,7 @@ def read_seg_labels(path: Path, image: sitk.Image) -> tuple:
     labels, outside = _paste(seg_labels.transpose(2, 1, 0), offset, image)
     for k in np.flatnonzero(outside):
         problems.append(f"segment '{names[int(k)]}' has {outside[k]} voxels outside the CT")
-    patient = seg.get(PATIENT_ID_FIELD)
+    patient = seg.get(FIELD_PATIENT_ID)
     return labels, origins, (str(patient) if patient else None), problems
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..io.atomic import atomic_folder
-from .format import IMAGE_NAMES, LABELS_NAME, LESIONS_NAME, MAX_LABEL, ORIGINS, DatasetError, geometry_mismatch
+from ..vocabulary import ORIGINS
+from .format import IMAGE_NAMES, LABELS_NAME, LESIONS_NAME, MAX_LABEL, DatasetError, geometry_mismatch
 
 
 def write_case(

@@ -13,9 +13,9 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from BoneMetSegLib.io.write_seg import ijk_to_lps
 from BoneMetSegLib.dataset import DatasetError, list_cases, load_case, validate_dataset, write_case
-from BoneMetSegLib.dataset.format import ORIGIN_TAG, PREDICTED_ORIGIN_TAG
+from BoneMetSegLib.io.write_seg import ijk_to_lps
+from BoneMetSegLib.vocabulary import TAG_ORIGIN, TAG_PREDICTED_ORIGIN
 from training.validate_dataset import main as validate_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -115,7 +115,7 @@ def test_write_case_refuses_existing_and_bad_input_and_leaves_nothing_behind(val
 
 def test_seg_nrrd_case_on_a_cropped_grid_with_origin_tags(tmp_path, real_ct):
     # truth tag wins over the predicted one; the segmentation is stored on a crop of the CT grid
-    tags = [{ORIGIN_TAG: "lung", PREDICTED_ORIGIN_TAG: "other"}, {PREDICTED_ORIGIN_TAG: "other"}]
+    tags = [{TAG_ORIGIN: "lung", TAG_PREDICTED_ORIGIN: "other"}, {TAG_PREDICTED_ORIGIN: "other"}]
     folder = seg_case(tmp_path, real_ct, tags, crop_start=(5, 3, 2))
     case = load_case(folder)
     assert case.origins == {1: "lung", 2: "other"}
@@ -194,22 +194,22 @@ def test_no_annotation_and_both_forms(valid_case, real_ct):
     assert any("lesions.json without labels.nii.gz" in p for p in problems_of(valid_case))
     (valid_case / "lesions.json").unlink()
     assert any("no annotation" in p for p in problems_of(valid_case))
-    write_seg(valid_case / "segmentation.seg.nrrd", real_ct, [two_lesions(real_ct) == 1], [{ORIGIN_TAG: "lung"}])
+    write_seg(valid_case / "segmentation.seg.nrrd", real_ct, [two_lesions(real_ct) == 1], [{TAG_ORIGIN: "lung"}])
     (valid_case / "lesions.json").write_text("{}")
     assert any("keep one form of annotation" in p for p in problems_of(valid_case))
 
 
 def test_segment_without_origin_tag(tmp_path, real_ct):
-    folder = seg_case(tmp_path, real_ct, [{ORIGIN_TAG: "lung"}, {"Some.Tag": "x"}])
+    folder = seg_case(tmp_path, real_ct, [{TAG_ORIGIN: "lung"}, {"Some.Tag": "x"}])
     assert problems_of(folder) == [
-        f"segcase: segment 'Lesion 2' has no origin tag ({ORIGIN_TAG} or {PREDICTED_ORIGIN_TAG})"]
+        f"segcase: segment 'Lesion 2' has no origin tag ({TAG_ORIGIN} or {TAG_PREDICTED_ORIGIN})"]
     with pytest.raises(DatasetError, match="no origin tag"):
         load_case(folder)
 
 
 def test_segment_with_a_bad_origin_or_without_voxels(tmp_path, real_ct):
     labels = two_lesions(real_ct)
-    folder = seg_case(tmp_path, real_ct, [{ORIGIN_TAG: "breast"}, {ORIGIN_TAG: "other"}],
+    folder = seg_case(tmp_path, real_ct, [{TAG_ORIGIN: "breast"}, {TAG_ORIGIN: "other"}],
                       masks=[labels == 1, np.zeros_like(labels, bool)])
     assert problems_of(folder) == ["segcase: segment 'Lesion 1' has origin 'breast', not one of lung, other",
                                    "segcase: segment 'Lesion 2' has no voxels"]
@@ -220,13 +220,13 @@ def test_overlapping_segments(tmp_path, real_ct):
     big = labels == 1
     big[5:7, 10:12, 10:30] = True  # a bar that runs through lesion 1 (24 shared voxels)
     overlap = int(np.count_nonzero(big & (labels == 1)))
-    folder = seg_case(tmp_path, real_ct, [{ORIGIN_TAG: "lung"}, {ORIGIN_TAG: "other"}],
+    folder = seg_case(tmp_path, real_ct, [{TAG_ORIGIN: "lung"}, {TAG_ORIGIN: "other"}],
                       masks=[labels == 1, big], layers=[0, 1])
     assert problems_of(folder) == [f"segcase: segments 'Lesion 1' and 'Lesion 2' overlap in {overlap} voxels"]
 
 
 def test_segmentation_off_the_image_grid(tmp_path, real_ct):
-    folder = seg_case(tmp_path, real_ct, [{ORIGIN_TAG: "lung"}, {ORIGIN_TAG: "other"}])
+    folder = seg_case(tmp_path, real_ct, [{TAG_ORIGIN: "lung"}, {TAG_ORIGIN: "other"}])
     seg = slicerio.read_segmentation(str(folder / "segmentation.seg.nrrd"))
     seg["ijkToLPS"][:3, 3] += 1.0  # a third of a voxel
     slicerio.write_segmentation(str(folder / "segmentation.seg.nrrd"), seg)
