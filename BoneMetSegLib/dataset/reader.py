@@ -61,9 +61,10 @@ def inspect_case(case_dir: str | Path) -> tuple[Case | None, list[str]]:
     if has_seg:
         if image is None:
             return None, problems
-        labels, origins, patient, seg_problems = read_seg_labels(case_dir / SEG_NAME, image)
-        problems += seg_problems
-        patient_id = patient or case_id
+        seg = read_seg_labels(case_dir / SEG_NAME, image)
+        labels, origins = seg.labels, seg.origins
+        problems += seg.problems
+        patient_id = seg.patient_id or case_id
     else:
         meta = _read_lesions_json(case_dir, problems)
         labels = _read_labels(case_dir, image, problems)

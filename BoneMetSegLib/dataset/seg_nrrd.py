@@ -10,6 +10,7 @@ resampling.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,31 +23,50 @@ from .format import MAX_LABEL
 OFFSET_TOL_VOXELS = 1e-3
 
 
-def read_seg_labels(path: Path, image: sitk.Image) -> tuple:
-    """``(labels, origins, patient_id, problems)`` of a ``.seg.nrrd`` on ``image``'s grid.
+@dataclass
+class SegLabels:
+    """A ``.seg.nrrd`` read onto a CT's grid."""
 
-    ``labels`` is a UInt16 image with ``image``'s geometry (None when the file cannot be used at
-    all), ``origins`` {label: origin} for segments with a valid tag, ``patient_id`` the optional
-    header field ``BoneMetSeg_PatientID`` (else None), ``problems`` human-readable strings.
-    """
+    labels: sitk.Image | None  # UInt16 on the CT's geometry; None when the file cannot be used at all
+    origins: dict = field(default_factory=dict)  # {label: origin} of the segments with a valid tag
+    patient_id: str | None = None  # the optional header field BoneMetSeg_PatientID
+    problems: list = field(default_factory=list)  # human-readable sentences
+
+
+def read_seg_labels(path: Path, image: sitk.Image) -> SegLabels:
+    """The segments of a ``.seg.nrrd`` as instance labels on ``image``'s grid (segment k -> label k)."""
     try:
         seg = slicerio.read_segmentation(str(path))
     except Exception as exc:  # noqa: BLE001 - any reader failure means the file is unusable
-        return None, {}, None, [f"{path.name} cannot be read as a Slicer segmentation ({_one_line(exc)}); "
-                                "export it again from Slicer"]
+        return SegLabels(None, problems=[f"{path.name} cannot be read as a Slicer segmentation "
+                                         f"({_one_line(exc)}); export it again from Slicer"])
     voxels = seg.get("voxels")
     segments = seg.get("segments", [])
     if voxels is None or voxels.ndim not in (3, 4):
-        return None, {}, None, [f"{path.name} holds no 3D voxel array; export it again from Slicer"]
+        return SegLabels(None, problems=[f"{path.name} holds no 3D voxel array; export it again from Slicer"])
     if len(segments) > MAX_LABEL:
-        return None, {}, None, [f"{path.name} has {len(segments)} segments, more than {MAX_LABEL}"]
-    layers = voxels if voxels.ndim == 4 else voxels[None]
+        return SegLabels(None, problems=[f"{path.name} has {len(segments)} segments, more than {MAX_LABEL}"])
     offset, problem = _offset_in_image(np.asarray(seg["ijkToLPS"], float), image)
     if problem:
-        return None, {}, None, [f"{path.name}: {problem}"]
+        return SegLabels(None, problems=[f"{path.name}: {problem}"])
 
-    problems, origins = [], {}
     names = {k: str(s.get("name") or s.get("id") or f"segment {k}") for k, s in enumerate(segments, 1)}
+    origins, problems = _origins(segments, names)
+    seg_labels = _merge_layers(voxels if voxels.ndim == 4 else voxels[None], segments, names, problems)
+    counts = np.bincount(seg_labels.ravel(), minlength=len(segments) + 1)
+    for k in range(1, len(segments) + 1):
+        if counts[k] == 0:
+            problems.append(f"segment '{names[k]}' has no voxels")
+    labels, outside = _paste(seg_labels.transpose(2, 1, 0), offset, image)
+    for k in np.flatnonzero(outside):
+        problems.append(f"segment '{names[int(k)]}' has {outside[k]} voxels outside the CT")
+    patient = seg.get(FIELD_PATIENT_ID)
+    return SegLabels(labels, origins, str(patient) if patient else None, problems)
+
+
+def _origins(segments: list, names: dict) -> tuple:
+    """``({label: origin}, problems)`` from the segments' origin tags."""
+    problems, origins = [], {}
     for k, segment in enumerate(segments, 1):
         tags = segment.get("tags", {}) or {}
         origin = tags.get(TAG_ORIGIN, tags.get(TAG_PREDICTED_ORIGIN))
@@ -56,7 +76,12 @@ def read_seg_labels(path: Path, image: sitk.Image) -> tuple:
             problems.append(f"segment '{names[k]}' has origin '{origin}', not one of {', '.join(ORIGINS)}")
         else:
             origins[k] = origin
+    return origins, problems
 
+
+def _merge_layers(layers: np.ndarray, segments: list, names: dict, problems: list) -> np.ndarray:
+    """One (i, j, k) uint16 labelmap, segment k -> label k, from slicerio's layers; overlaps are
+    added to ``problems``."""
     seg_labels = np.zeros(layers.shape[1:], np.uint16)  # (i, j, k) like slicerio
     for layer in range(layers.shape[0]):
         members = [(k, s) for k, s in enumerate(segments, 1) if int(s.get("layer", 0)) == layer]
@@ -77,16 +102,7 @@ def read_seg_labels(path: Path, image: sitk.Image) -> tuple:
             for (a, b), n in zip(pairs.T, counts):
                 problems.append(f"segments '{names[int(a)]}' and '{names[int(b)]}' overlap in {n} voxels")
         seg_labels = np.where(seg_labels > 0, seg_labels, lab)
-
-    counts = np.bincount(seg_labels.ravel(), minlength=len(segments) + 1)
-    for k in range(1, len(segments) + 1):
-        if counts[k] == 0:
-            problems.append(f"segment '{names[k]}' has no voxels")
-    labels, outside = _paste(seg_labels.transpose(2, 1, 0), offset, image)
-    for k in np.flatnonzero(outside):
-        problems.append(f"segment '{names[int(k)]}' has {outside[k]} voxels outside the CT")
-    patient = seg.get(FIELD_PATIENT_ID)
-    return labels, origins, (str(patient) if patient else None), problems
+    return seg_labels
 
 
 def _offset_in_image(ijk_to_lps: np.ndarray, image: sitk.Image) -> tuple:
@@ -132,4 +148,4 @@ def _one_line(exc: Exception) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-__all__ = ["read_seg_labels"]
+__all__ = ["SegLabels", "read_seg_labels"]
