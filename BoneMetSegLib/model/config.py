@@ -84,5 +84,14 @@ class ModelConfig(DictConfig):
         """Strides of P2..P6 relative to the input image."""
         return tuple(self.stem_stride * 2**i for i in range(5))
 
+    def problems(self) -> list[str]:
+        """What cannot be built (an unknown backbone or ConvNeXt size), one sentence each; [] = fine."""
+        p = []
+        if self.backbone not in BACKBONES:
+            p.append(f"backbone must be one of {list(BACKBONES)}, not {self.backbone!r}")
+        if self.backbone.startswith("convnext") and self.backbone_size not in CONVNEXT_SIZES:
+            p.append(f"backbone_size must be one of {list(CONVNEXT_SIZES)}, not {self.backbone_size!r}")
+        return p
+
 
 __all__ = ["ModelConfig", "CLASS_NAMES", "CONVNEXT_SIZES", "BACKBONES"]
