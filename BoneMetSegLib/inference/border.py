@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..model.box_ops import shift_boxes
 from ..preprocessing.types import Preprocessed
 
 BORDER_CONTEXT_MM = 16  # mirrored context at each cut face (1 mm voxels) when a card asks for it
@@ -40,13 +41,6 @@ def pad_cut_faces(array: np.ndarray, faces: tuple, width: int = BORDER_CONTEXT_M
     return np.pad(array, pads, mode="reflect"), tuple(p[0] for p in pads)
 
 
-def shift_boxes(boxes: torch.Tensor, offset: tuple) -> torch.Tensor:
-    """Boxes ``[K, 6]`` (z0, y0, x0, z1, y1, x1) moved by ``-offset`` (padded -> crop coordinates);
-    ``shift_boxes(b, -o)`` goes the other way."""
-    shift = torch.tensor([float(o) for o in offset] * 2, dtype=boxes.dtype)
-    return boxes - shift
-
-
 def drop_mirrored(det: dict, offset: tuple, shape: tuple, tolerance: float = CENTRE_TOLERANCE) -> dict:
     """Detections of the padded volume back in crop coordinates, without the mirror images:
     kept when the box centre lies inside the crop or at most ``tolerance`` of the box's size
@@ -61,4 +55,4 @@ def drop_mirrored(det: dict, offset: tuple, shape: tuple, tolerance: float = CEN
     return out
 
 
-__all__ = ["BORDER_CONTEXT_MM", "cut_faces", "pad_cut_faces", "shift_boxes", "drop_mirrored"]
+__all__ = ["BORDER_CONTEXT_MM", "cut_faces", "pad_cut_faces", "drop_mirrored"]

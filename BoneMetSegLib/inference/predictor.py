@@ -20,12 +20,13 @@ import torch
 from ..errors import BoneMetSegModelError
 from ..io.read import as_ct
 from ..model import MaskRCNN3D
+from ..model.box_ops import shift_boxes
 from ..postprocess.instances import crop_labels_to_input_grid, detections_to_instances
 from ..postprocess.bone_filter import drop_lesions_not_enclosed, drop_metal_lesions, filter_outside_bone
 from ..postprocess.lesions import lesion_records, patient_summary
 from ..preprocessing.pipeline import crop_hu, preprocess
 from ..result import Result
-from .border import cut_faces, drop_mirrored, pad_cut_faces, shift_boxes
+from .border import cut_faces, drop_mirrored, pad_cut_faces
 from .device import describe_device, fallback_devices, select_device
 from .model_card import model_config_from_card, preprocess_config_from_card
 from .progress import ProgressReporter, check_cancel

@@ -21,9 +21,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.data.box_utils import box_iou, non_max_suppression
 
 from ..errors import BoneMetSegInputError
+from ..model.box_ops import box_iou, non_max_suppression
 from .device import empty_device_cache
 from .progress import CancelLike, ProgressFn, check_cancel
 

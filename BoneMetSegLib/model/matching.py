@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import torch
 from monai.apps.detection.utils.ATSS_matcher import ATSSMatcher, Matcher
-from monai.data.box_utils import box_iou
 from torch import Tensor
+
+from .box_ops import box_iou
 
 
 class IoUMatcher(Matcher):

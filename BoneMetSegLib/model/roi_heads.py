@@ -18,10 +18,10 @@ from monai.apps.detection.utils.box_coder import BoxCoder
 from torch import Tensor, nn
 
 from .box_head import BoxHead
+from .box_ops import clip_boxes, keep_min_size, nms_3d
 from .losses import box_head_losses, mask_loss
 from .mask_head import MaskHead
 from .matching import BalancedSampler, IoUMatcher
-from .rpn import clip_boxes, keep_min_size, nms_3d
 
 BOX_HEAD_WEIGHTS = (10.0, 10.0, 10.0, 5.0, 5.0, 5.0)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.apps.detection.utils.ATSS_matcher import Matcher
@@ -12,84 +11,9 @@ from monai.apps.detection.utils.box_coder import BoxCoder
 from torch import Tensor, nn
 
 from .anchors import AnchorGenerator3D, build_anchor_generator
+from .box_ops import clip_boxes, keep_min_size, nms_3d
 from .losses import rpn_losses
-from .matching import BalancedSampler, build_rpn_matcher, build_rpn_sampler
-
-
-def clip_boxes(boxes: Tensor, size: Sequence[int]) -> Tensor:
-    """Clamp ``[K, 6]`` boxes to the image ``[0, size[a]]`` along each array axis."""
-    hi = torch.as_tensor(list(size) * 2, dtype=boxes.dtype, device=boxes.device)
-    return torch.minimum(boxes.clamp(min=0), hi)
-
-
-def pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU matrix ``[K1, K2]`` of StandardMode boxes ``[K1, 6]`` and ``[K2, 6]`` (float32)."""
-    a, b = boxes1.float(), boxes2.float()
-    vol_a = (a[:, 3:] - a[:, :3]).clamp(min=0).prod(dim=1)
-    vol_b = (b[:, 3:] - b[:, :3]).clamp(min=0).prod(dim=1)
-    lo = torch.maximum(a[:, None, :3], b[None, :, :3])
-    hi = torch.minimum(a[:, None, 3:], b[None, :, 3:])
-    inter = (hi - lo).clamp_(min=0).prod(dim=2)
-    return inter / (vol_a[:, None] + vol_b[None, :] - inter).clamp_(min=torch.finfo(torch.float32).eps)
-
-
-NMS_BLOCK = 128
-
-
-def _greedy_nms_sorted(boxes: Tensor, iou_thresh: float, max_keep: int) -> list[int]:
-    """Greedy NMS of boxes already sorted by decreasing score; positions of the kept ones.
-
-    The IoU rows are computed block by block (``NMS_BLOCK`` candidates against all lower-scoring
-    boxes) and only while boxes are still needed, and the greedy loop runs on NumPy booleans.
-    """
-    n = boxes.shape[0]
-    removed = np.zeros(n, dtype=bool)
-    keep: list[int] = []
-    for s in range(0, n, NMS_BLOCK):
-        if removed[s : s + NMS_BLOCK].all():
-            continue
-        over = (pairwise_iou(boxes[s : s + NMS_BLOCK], boxes[s:]) > iou_thresh).cpu().numpy()
-        for r in range(over.shape[0]):
-            if removed[s + r]:
-                continue
-            keep.append(s + r)
-            if len(keep) == max_keep:
-                return keep
-            removed[s:] |= over[r]
-    return keep
-
-
-def nms_3d(
-    boxes: Tensor, scores: Tensor, iou_thresh: float, groups: Tensor | None = None, max_keep: int = -1
-) -> Tensor:
-    """Greedy 3D NMS, optionally per group (boxes of different groups never suppress each other).
-
-    Same result as ``monai.data.box_utils.batched_nms`` (a box is removed when its IoU with a
-    kept, higher-scoring box is > ``iou_thresh``; stable order on ties), but MONAI's loop issues
-    several torch ops per kept box, which costs seconds on a busy 2-core CPU; here the IoU is
-    computed in blocks of rows and the greedy loop runs on NumPy booleans.
-    Returns kept indices sorted by decreasing score, at most ``max_keep`` (``-1``: all).
-    """
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    if groups is None:
-        groups = torch.zeros(boxes.shape[0], dtype=torch.int64, device=boxes.device)
-    kept = []
-    for g in torch.unique(groups).tolist():
-        idx = torch.where(groups == g)[0]
-        idx = idx[torch.argsort(scores[idx], descending=True, stable=True)]
-        # each group keeps at most max_keep: the global top max_keep lies within those
-        pos = _greedy_nms_sorted(boxes[idx], iou_thresh, max_keep)
-        kept.append(idx[torch.as_tensor(pos, dtype=torch.int64, device=boxes.device)])
-    keep = torch.cat(kept)
-    keep = keep[torch.argsort(scores[keep], descending=True, stable=True)]
-    return keep if max_keep < 0 else keep[:max_keep]
-
-
-def keep_min_size(boxes: Tensor, min_size: float) -> Tensor:
-    """Indices of boxes whose every side is >= ``min_size`` voxels."""
-    sides = boxes[:, 3:] - boxes[:, :3]
-    return torch.where((sides >= min_size).all(dim=1))[0]
+from .matching import build_rpn_matcher, build_rpn_sampler
 
 
 class RPNHead(nn.Module):
@@ -250,4 +174,4 @@ def build_rpn(config, in_channels: int) -> RegionProposalNetwork:
     )
 
 
-__all__ = ["RPNHead", "RegionProposalNetwork", "build_rpn", "clip_boxes", "keep_min_size", "nms_3d", "pairwise_iou"]
+__all__ = ["RPNHead", "RegionProposalNetwork", "build_rpn"]

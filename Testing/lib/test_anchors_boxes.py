@@ -13,7 +13,7 @@ from BoneMetSegLib.model import ModelConfig
 from BoneMetSegLib.model.anchors import build_anchor_generator
 from BoneMetSegLib.model.matching import BalancedSampler, IoUMatcher, build_rpn_matcher
 from BoneMetSegLib.model.roi_heads import BOX_HEAD_WEIGHTS
-from BoneMetSegLib.model.rpn import clip_boxes, keep_min_size, nms_3d
+from BoneMetSegLib.model.box_ops import clip_boxes, keep_min_size, nms_3d
 
 CFG = ModelConfig()
 

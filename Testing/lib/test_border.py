@@ -5,7 +5,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from BoneMetSegLib.inference.border import cut_faces, drop_mirrored, pad_cut_faces, shift_boxes
+from BoneMetSegLib.inference.border import cut_faces, drop_mirrored, pad_cut_faces
+from BoneMetSegLib.model.box_ops import shift_boxes
 from BoneMetSegLib.inference.predictor import load_model
 from BoneMetSegLib.preprocessing.types import Preprocessed
 

@@ -154,7 +154,7 @@ def test_hard_negative_sampler_picks_the_highest_scoring_negatives():
 
 def test_jittered_boxes_stay_near_the_ground_truth():
     from BoneMetSegLib.model.roi_heads import jitter_boxes
-    from BoneMetSegLib.model.rpn import pairwise_iou
+    from BoneMetSegLib.model.box_ops import pairwise_iou
 
     torch.manual_seed(0)
     gt = torch.tensor([[10.0, 20.0, 30.0, 30.0, 44.0, 50.0], [0.0, 0.0, 0.0, 8.0, 8.0, 8.0]])

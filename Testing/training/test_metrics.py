@@ -9,6 +9,7 @@ import pytest
 import torch
 from monai.metrics import compute_roc_auc
 
+from BoneMetSegLib.model.box_ops import box_iou_numpy
 from BoneMetSegLib.result import LesionRecord
 from training.metrics import classification as cls
 from training.metrics import detection as det
@@ -47,7 +48,7 @@ def test_per_case_mean_and_pooled():
 
 
 def test_box_iou_by_hand():
-    iou = det.box_iou([[0, 0, 0, 2, 2, 2]], [[1, 1, 1, 3, 3, 3], [5, 5, 5, 6, 6, 6], [0, 0, 0, 2, 2, 2]])
+    iou = box_iou_numpy([[0, 0, 0, 2, 2, 2]], [[1, 1, 1, 3, 3, 3], [5, 5, 5, 6, 6, 6], [0, 0, 0, 2, 2, 2]])
     np.testing.assert_allclose(iou, [[1 / 15, 0.0, 1.0]])
 
 

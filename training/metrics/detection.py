@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from BoneMetSegLib.model.box_ops import box_iou_numpy, centre_inside
+
 HIT_IOU = 0.1
 FP_RATES = (0.5, 1.0, 2.0, 4.0)
 
@@ -35,31 +37,13 @@ class CaseMatch:
         return self.truth_of >= 0
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of boxes ``a`` (N, 6) and ``b`` (M, 6), in float64 (exact at the 0.1 edge)."""
-    a = np.asarray(a, float).reshape(-1, 6)[:, None]
-    b = np.asarray(b, float).reshape(-1, 6)[None]
-    inter = np.prod(np.clip(np.minimum(a[..., 3:], b[..., 3:]) - np.maximum(a[..., :3], b[..., :3]), 0, None), -1)
-    vol_a = np.prod(np.clip(a[..., 3:] - a[..., :3], 0, None), -1)
-    vol_b = np.prod(np.clip(b[..., 3:] - b[..., :3], 0, None), -1)
-    union = vol_a + vol_b - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
-def centre_inside(centres: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(D, G) True where centre d lies inside box g (bounds included)."""
-    c = np.asarray(centres, float).reshape(-1, 3)[:, None]
-    b = np.asarray(boxes, float).reshape(-1, 6)[None]
-    return np.all((c >= b[..., :3]) & (c <= b[..., 3:]), axis=-1)
-
-
 def match_lesions(pred_boxes, pred_centres, pred_scores, true_boxes, iou_threshold: float = HIT_IOU) -> CaseMatch:
     """Greedy one-to-one matching of one case's predictions to its true lesions (module doc)."""
     scores = np.asarray(pred_scores, float).reshape(-1)
     true_boxes = np.asarray(true_boxes, float).reshape(-1, 6)
     truth_of = np.full(scores.size, -1, int)
     if scores.size and len(true_boxes):
-        iou = box_iou(pred_boxes, true_boxes)
+        iou = box_iou_numpy(pred_boxes, true_boxes)
         hit = centre_inside(pred_centres, true_boxes) | (iou >= iou_threshold)
         true_centres = (true_boxes[:, :3] + true_boxes[:, 3:]) / 2
         dist = np.linalg.norm(np.asarray(pred_centres, float).reshape(-1, 1, 3) - true_centres[None], axis=-1)
@@ -133,5 +117,5 @@ def froc_summary(cases: list, fp_rates=FP_RATES) -> dict:
     return {"curve": curve, "sensitivity_at_fp": {f"{r:g}": sensitivity_at(curve, r) for r in fp_rates}}
 
 
-__all__ = ["CaseMatch", "box_iou", "centre_inside", "match_lesions", "froc_curve", "sensitivity_at",
+__all__ = ["CaseMatch", "match_lesions", "froc_curve", "sensitivity_at",
            "threshold_at", "best_scores", "at_threshold", "froc_summary", "HIT_IOU", "FP_RATES"]
