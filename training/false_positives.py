@@ -44,7 +44,8 @@ from BoneMetSegLib.io.read import read_ct
 from BoneMetSegLib.sample_data import fetch_sample
 
 from .evaluate import DEFAULT_BLDS, EVAL_THRESHOLD
-from .hosts import Host, bbox_slices, binary_dilate, binary_erode, load_host
+from .hosts import Host, load_host
+from .morphology import bbox_slices, binary_dilate, binary_erode
 
 CATEGORIES = ("metal", "vessel", "soft tissue against bone", "cortex / endplate", "trabecular focus",
               "outside bone")

@@ -21,7 +21,8 @@ from functools import reduce
 
 import numpy as np
 
-from .hosts import estimate_noise, gaussian_blur
+from .hosts import estimate_noise
+from .morphology import gaussian_blur
 
 CANCELLOUS_HU = (100.0, 700.0)
 BOX_PAD_MM = 12  # context kept around a lesion's box: more than the 6 mm shell

@@ -32,14 +32,8 @@ import torch
 from BoneMetSegLib.dict_config import DictConfig
 from BoneMetSegLib.vocabulary import ORIGIN_CLASS, ORIGINS
 
-from .hosts import (
-    Host,
-    NoiseModel,
-    binary_dilate,
-    binary_erode,
-    connected_components,
-    gaussian_blur,
-)
+from .hosts import Host, NoiseModel
+from .morphology import binary_dilate, binary_erode, connected_components, gaussian_blur
 
 KINDS = ("lytic", "blastic", "mixed")
 

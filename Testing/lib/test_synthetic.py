@@ -21,7 +21,6 @@ from training.hosts import (  # noqa: E402
     SITE_CODES,
     Host,
     NoiseModel,
-    binary_dilate,
     estimate_noise,
     load_abdomen_host,
     load_dicom_host,
@@ -29,6 +28,7 @@ from training.hosts import (  # noqa: E402
     threshold_bone_mask,
     vertebral_body,
 )
+from training.morphology import binary_dilate  # noqa: E402
 from training.patches import IGNORE_LABEL, crop_patch, mask_to_box, sample_patch  # noqa: E402
 from training.synthetic import (  # noqa: E402
     ORIGIN_CLASS,

@@ -9,7 +9,7 @@ from training.lesion_realism import coverage
 
 def _bone_with_ball(contrast: float, sigma: float = 0.0, shape=(64, 64, 64), radius=8.0):
     """Cancellous bone (300 HU) with a ball of ``contrast`` HU, edge blurred by ``sigma`` mm."""
-    from training.hosts import gaussian_blur
+    from training.morphology import gaussian_blur
 
     zz, yy, xx = np.indices(shape, dtype=np.float32)
     c = (np.array(shape) - 1) / 2
