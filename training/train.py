@@ -23,7 +23,9 @@ import sys
 import time
 from collections import Counter
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,16 +40,44 @@ from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoi
 from .config import ConfigError, TrainConfig, load_config
 from .data_source import CaseSource, DataSourceError, PatchStream, train_loader, validation_batches
 from .engine import targets_to
+from .train_state import ALL_EPOCHS_DONE, TrainState
 from .val_detection import ScoreHistogram, add_detections
 
 
-ALL_EPOCHS_DONE = "all epochs done"  # a run finished this way goes on when its config asks for more epochs
+@dataclass
+class _Run:
+    """One run's parts: what the steps, the validation and the checkpoints need."""
+
+    cfg: TrainConfig
+    info: distributed.DistInfo
+    run_dir: Path
+    model: torch.nn.Module
+    ddp: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    scaler: torch.amp.GradScaler
+    amp: bool
+    echo: Callable
+    state: TrainState = field(default_factory=TrainState)
+
+    def save(self, name: str) -> None:
+        """``RUN/name`` (rank 0), then every rank waits for it."""
+        if self.info.is_main:
+            save_checkpoint(self.run_dir / name, model=self.model, optimizer=self.optimizer,
+                            scheduler=self.scheduler, scaler=self.scaler, state=self.state.to_dict(),
+                            config=self.cfg.to_dict())
+        distributed.barrier(self.info)
+
+    def result(self, history: list) -> dict:
+        return {"model": self.model.eval(), "history": history, "state": self.state.to_dict(),
+                "run_dir": self.run_dir}
 
 
 def run(cfg: TrainConfig, resume: str | Path | None = None, device: str = "auto",
         progress: bool = True, echo=print) -> dict:
     """Train (or resume) one run. Returns ``{"model", "history", "state", "run_dir"}``;
-    ``history`` holds this process's step records (global mean losses)."""
+    ``history`` holds this process's step records (global mean losses), ``state`` the
+    checkpoint's state dict (``TrainState.to_dict``)."""
     info = distributed.setup(device)
     try:
         return _run(cfg, info, resume, progress, echo if info.is_main else (lambda *a, **k: None))
@@ -56,16 +86,45 @@ def run(cfg: TrainConfig, resume: str | Path | None = None, device: str = "auto"
 
 
 def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, echo) -> dict:
-    o, s = cfg.optim, cfg.schedule
-    if o.batch_size % info.world_size:
-        raise ConfigError(f"optim.batch_size {o.batch_size} is the global batch and must divide evenly "
+    if cfg.optim.batch_size % info.world_size:
+        raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is the global batch and must divide evenly "
                           f"over the {info.world_size} ranks")
-    per_rank = o.batch_size // info.world_size
-    run_dir = cfg.resolved_run_dir()
-    device = info.device
-    amp = bool(o.amp and device.type == "cuda")
+    per_rank = cfg.optim.batch_size // info.world_size
+    r = _build(cfg, info, echo)
+    ckpt = _resume(r, resume)
+    if r.state.finished:
+        echo(f"run {r.run_dir} already finished ({r.state.finished}); nothing to do")
+        return r.result([])
+    source = _prepare_data(r, per_rank)
+    batches = _train_batches(r, source, per_rank, ckpt)
+    log = _Log(r.run_dir / "log.jsonl", info.is_main)
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    stop = None
+    r.ddp.train()
+    while r.state.epoch < cfg.schedule.epochs and stop is None:
+        stop = train_one_epoch(r, batches, log, history, t0, progress)
+        if stop:
+            break
+        _end_epoch(r, validate(r.model, source, cfg, info, per_rank), log)
+        if r.state.finished:
+            echo(r.state.finished)
+            break
+    if stop:
+        r.save("last.pt")
+        echo(f"stopped at step {r.state.step} ({stop}); run again to resume from {r.run_dir / 'last.pt'}")
+    if info.is_main:
+        plot_losses(r.run_dir / "log.jsonl", r.run_dir / "loss_curve.png")
+        (r.run_dir / "summary.json").write_text(json.dumps(r.state.summary(stop), indent=1))
+    return r.result(history)
 
-    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+
+def _build(cfg: TrainConfig, info: distributed.DistInfo, echo) -> _Run:
+    """The model (the same initial weights on every rank), its DDP wrapper, optimiser, LR
+    schedule and grad scaler; then the per-rank seed for the sampling inside the model."""
+    o, s = cfg.optim, cfg.schedule
+    device = info.device
+    torch.manual_seed(cfg.seed)
     model = MaskRCNN3D(cfg.model)
     if cfg.init_weights:
         init_from_weights(model, cfg.init_weights)
@@ -73,129 +132,129 @@ def _run(cfg: TrainConfig, info: distributed.DistInfo, resume, progress: bool, e
     ddp = distributed.wrap(model, info, o.find_unused_parameters)
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(s.lr_milestones), s.lr_gamma)
+    amp = bool(o.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     torch.manual_seed(cfg.seed * 1000 + 17 + info.rank)  # sampling inside the model: per rank
+    return _Run(cfg, info, cfg.resolved_run_dir(), model, ddp, optimizer, scheduler, scaler, amp, echo)
 
-    state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best_val_loss": math.inf, "best_epoch": None,
-             "best_val_froc": -math.inf, "epochs_without_improvement": 0, "finished": None}
-    ckpt_path = Path(resume) if resume else run_dir / "last.pt"
+
+def _resume(r: _Run, resume) -> dict | None:
+    """Restore ``resume`` (else ``RUN/last.pt`` when there is one) into the run; returns the
+    checkpoint (its RNG states are set later) or None."""
+    s = r.cfg.schedule
+    ckpt_path = Path(resume) if resume else r.run_dir / "last.pt"
     ckpt = None
     if resume or ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path)
         try:
-            state.update(restore(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                 rng=False))
+            restored = restore(ckpt, model=r.model, optimizer=r.optimizer, scheduler=r.scheduler,
+                               scaler=r.scaler, rng=False)
         except RuntimeError as exc:
             raise ConfigError(f"checkpoint {ckpt_path} does not fit this config's model ({str(exc)[:200]}); "
                               "use the config it was trained with or another --run-dir") from None
+        r.state = TrainState.from_dict(restored)
         # the config's milestones, not the checkpoint's: a run is extended by raising epochs and milestones
-        scheduler.milestones = Counter(s.lr_milestones)
-        echo(f"resumed from {ckpt_path}: epoch {state['epoch']}, step {state['step']}")
-    if state["finished"] and state["finished"].startswith(ALL_EPOCHS_DONE) and state["epoch"] < s.epochs:
-        echo(f"run {run_dir} had finished ({state['finished']}); the config asks for {s.epochs} epochs: going on")
-        state["finished"] = None
-    if state["finished"]:
-        echo(f"run {run_dir} already finished ({state['finished']}); nothing to do")
-        return {"model": model.eval(), "history": [], "state": state, "run_dir": run_dir}
+        r.scheduler.milestones = Counter(s.lr_milestones)
+        r.echo(f"resumed from {ckpt_path}: epoch {r.state.epoch}, step {r.state.step}")
+    if r.state.extended_by(s.epochs):
+        r.echo(f"run {r.run_dir} had finished ({r.state.finished}); the config asks for {s.epochs} epochs: going on")
+        r.state.finished = None
+    return ckpt
 
+
+def _prepare_data(r: _Run, per_rank: int) -> CaseSource:
+    """Load the cases, record the split and the validation fingerprint (a changed one restarts
+    the best figures), write ``config.yaml`` and ``split.json``."""
+    cfg, info, state = r.cfg, r.info, r.state
     source = CaseSource(cfg)
     source.preload()
-    state["data"] = source.split_record()
+    state.data = source.split_record()
     fingerprint = validation_fingerprint(cfg)
-    if state.get("val_fingerprint") not in (None, fingerprint):
-        echo("the validation patches changed with the data settings: the best validation figures so far are "
-             "not comparable and start again (the previous best.pt is kept as best_before_epoch_"
-             f"{state['epoch']}.pt)")
-        if info.is_main and (run_dir / "best.pt").is_file():
-            (run_dir / "best.pt").replace(run_dir / f"best_before_epoch_{state['epoch']}.pt")
-        state.update(best_val_loss=math.inf, best_val_froc=-math.inf, best_epoch=None, epochs_without_improvement=0)
-    state["val_fingerprint"] = fingerprint
+    if state.val_fingerprint not in (None, fingerprint):
+        r.echo("the validation patches changed with the data settings: the best validation figures so far are "
+               "not comparable and start again (the previous best.pt is kept as best_before_epoch_"
+               f"{state.epoch}.pt)")
+        if info.is_main and (r.run_dir / "best.pt").is_file():
+            (r.run_dir / "best.pt").replace(r.run_dir / f"best_before_epoch_{state.epoch}.pt")
+        state.reset_best()
+    state.val_fingerprint = fingerprint
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        (run_dir / "split.json").write_text(json.dumps(state["data"], indent=1))
-    echo(f"run {run_dir}: {source.description}; split (patients) train {len(source.split.train)}, "
-         f"val {len(source.split.val)}, test {len(source.split.test)}; {info.world_size} process(es) on "
-         f"{device.type}, batch {o.batch_size} ({per_rank} per rank), mixed precision {'on' if amp else 'off'}")
+        r.run_dir.mkdir(parents=True, exist_ok=True)
+        (r.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (r.run_dir / "split.json").write_text(json.dumps(state.data, indent=1))
+    o = cfg.optim
+    r.echo(f"run {r.run_dir}: {source.description}; split (patients) train {len(source.split.train)}, "
+           f"val {len(source.split.val)}, test {len(source.split.test)}; {info.world_size} process(es) on "
+           f"{info.device.type}, batch {o.batch_size} ({per_rank} per rank), mixed precision "
+           f"{'on' if r.amp else 'off'}")
+    return source
 
-    stream = PatchStream(source, cfg, info.rank, per_rank, start_batch=state["step"])
-    batches = iter(train_loader(stream, cfg.data.num_workers))  # draws a seed from the torch RNG
-    if ckpt is not None:  # so the RNG states are restored only now: the next step is the one that was due
-        if info.is_main:
+
+def _train_batches(r: _Run, source: CaseSource, per_rank: int, ckpt: dict | None):
+    """The training batches from the run's position; a checkpoint's RNG states are restored only
+    now, so the next step is the one that was due."""
+    stream = PatchStream(source, r.cfg, r.info.rank, per_rank, start_batch=r.state.step)
+    batches = iter(train_loader(stream, r.cfg.data.num_workers))  # draws a seed from the torch RNG
+    if ckpt is not None:
+        if r.info.is_main:
             set_rng_states(ckpt["rng"])
         else:
-            torch.manual_seed(cfg.seed * 1000 + 17 + info.rank + 7919 * state["step"])
-        ckpt = None
-    log = _Log(run_dir / "log.jsonl", info.is_main)
-    history: list[dict] = []
-    t0 = time.perf_counter()
+            torch.manual_seed(r.cfg.seed * 1000 + 17 + r.info.rank + 7919 * r.state.step)
+    return batches
+
+
+def train_one_epoch(r: _Run, batches, log: "_Log", history: list, t0: float, progress: bool) -> str | None:
+    """The rest of the current epoch's steps; returns why it stopped early (a cap), else None."""
+    s, state, info = r.cfg.schedule, r.state, r.info
     stop = None
-
-    def save(name: str) -> None:
-        if info.is_main:
-            save_checkpoint(run_dir / name, model=model, optimizer=optimizer, scheduler=scheduler,
-                            scaler=scaler, state=state, config=cfg.to_dict())
-        distributed.barrier(info)
-
-    ddp.train()
-    while state["epoch"] < s.epochs and stop is None:
-        bar = _bar(progress and info.is_main, s.steps_per_epoch, state)
-        while state["step_in_epoch"] < s.steps_per_epoch:
-            stop = _cap_reached(s, state, t0, info)
-            if stop:
-                break
-            images, targets = next(batches)
-            record = _train_step(ddp, optimizer, scaler, images, targets, device, amp, o.grad_clip, info)
-            state["step"] += 1
-            state["step_in_epoch"] += 1
-            record.update(epoch=state["epoch"], step=state["step"], lr=optimizer.param_groups[0]["lr"],
-                          seconds=round(time.perf_counter() - t0, 2))
-            history.append(record)
-            log.write({"type": "train", **record})
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.3f}")
-            if s.checkpoint_every_steps and state["step"] % s.checkpoint_every_steps == 0:
-                save("last.pt")
-        bar.close()
+    bar = _bar(progress and info.is_main, s.steps_per_epoch, state)
+    while state.step_in_epoch < s.steps_per_epoch:
+        stop = _cap_reached(s, state, t0, info)
         if stop:
             break
-        val = validate(model, source, cfg, info, per_rank)
-        state["epoch"] += 1
-        state["step_in_epoch"] = 0
-        scheduler.step()
-        improved = _improved(val, state, s)
-        if "val_froc" in val:
-            state["best_val_froc"] = max(state.get("best_val_froc", -math.inf), val["val_froc"])
-        state["best_val_loss"] = min(state["best_val_loss"], val["loss"])
-        if improved:
-            state.update(best_epoch=state["epoch"], epochs_without_improvement=0)
-        else:
-            state["epochs_without_improvement"] += 1
-        log.write({"type": "val", "epoch": state["epoch"], "step": state["step"], **val, "improved": improved})
-        froc = (f", FROC {val['val_froc']:.3f} (sens {val['val_sens_at_1fp']:.2f} at 1 FP/patch, "
-                f"{val['val_lesions']} lesions)") if "val_froc" in val else ""
-        echo(f"epoch {state['epoch']}/{s.epochs}: val loss {val['loss']:.4f}{froc}"
-             f"{' (best)' if improved else ''}, lr {optimizer.param_groups[0]['lr']:.2e}")
-        if s.early_stopping_patience and state["epochs_without_improvement"] >= s.early_stopping_patience:
-            state["finished"] = f"early stopping after epoch {state['epoch']}"
-        elif state["epoch"] >= s.epochs:
-            state["finished"] = f"{ALL_EPOCHS_DONE} ({s.epochs})"
-        if improved:
-            save("best.pt")
-        save("last.pt")
-        if state["finished"]:
-            echo(state["finished"])
-            break
-    if stop:
-        save("last.pt")
-        echo(f"stopped at step {state['step']} ({stop}); run again to resume from {run_dir / 'last.pt'}")
-    if info.is_main:
-        plot_losses(run_dir / "log.jsonl", run_dir / "loss_curve.png")
-        summary = {k: v for k, v in state.items() if k != "data"}
-        for key in ("best_val_loss", "best_val_froc"):
-            summary[key] = None if math.isinf(summary.get(key, math.inf)) else summary[key]
-        (run_dir / "summary.json").write_text(json.dumps({**summary, "stopped": stop}, indent=1))
-    return {"model": model.eval(), "history": history, "state": state, "run_dir": run_dir}
+        images, targets = next(batches)
+        record = _train_step(r.ddp, r.optimizer, r.scaler, images, targets, info.device, r.amp,
+                             r.cfg.optim.grad_clip, info)
+        state.step += 1
+        state.step_in_epoch += 1
+        record.update(epoch=state.epoch, step=state.step, lr=r.optimizer.param_groups[0]["lr"],
+                      seconds=round(time.perf_counter() - t0, 2))
+        history.append(record)
+        log.write({"type": "train", **record})
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.3f}")
+        if s.checkpoint_every_steps and state.step % s.checkpoint_every_steps == 0:
+            r.save("last.pt")
+    bar.close()
+    return stop
+
+
+def _end_epoch(r: _Run, val: dict, log: "_Log") -> None:
+    """After an epoch's validation: LR schedule, best figures, early stopping, log, checkpoints."""
+    s, state = r.cfg.schedule, r.state
+    state.epoch += 1
+    state.step_in_epoch = 0
+    r.scheduler.step()
+    improved = _improved(val, state, s)
+    if "val_froc" in val:
+        state.best_val_froc = max(state.best_val_froc, val["val_froc"])
+    state.best_val_loss = min(state.best_val_loss, val["loss"])
+    if improved:
+        state.best_epoch, state.epochs_without_improvement = state.epoch, 0
+    else:
+        state.epochs_without_improvement += 1
+    log.write({"type": "val", "epoch": state.epoch, "step": state.step, **val, "improved": improved})
+    froc = (f", FROC {val['val_froc']:.3f} (sens {val['val_sens_at_1fp']:.2f} at 1 FP/patch, "
+            f"{val['val_lesions']} lesions)") if "val_froc" in val else ""
+    r.echo(f"epoch {state.epoch}/{s.epochs}: val loss {val['loss']:.4f}{froc}"
+           f"{' (best)' if improved else ''}, lr {r.optimizer.param_groups[0]['lr']:.2e}")
+    if s.early_stopping_patience and state.epochs_without_improvement >= s.early_stopping_patience:
+        state.finished = f"early stopping after epoch {state.epoch}"
+    elif state.epoch >= s.epochs:
+        state.finished = f"{ALL_EPOCHS_DONE} ({s.epochs})"
+    if improved:
+        r.save("best.pt")
+    r.save("last.pt")
 
 
 _NOT_IN_VALIDATION = ("shared_data", "hard_negatives", "pool_size", "refresh_every", "num_workers")  # paths, stream
@@ -246,11 +305,11 @@ def _train_step(ddp, optimizer, scaler, images, targets, device, amp: bool, grad
     return record
 
 
-def _improved(val: dict, state: dict, s) -> bool:
+def _improved(val: dict, state: TrainState, s) -> bool:
     """Whether this validation beats the best so far on ``schedule.monitor``."""
     if s.monitor == "detection":
-        return val["val_froc"] > state.get("best_val_froc", -math.inf) + s.early_stopping_min_delta
-    return val["loss"] < state["best_val_loss"] - s.early_stopping_min_delta
+        return val["val_froc"] > state.best_val_froc + s.early_stopping_min_delta
+    return val["loss"] < state.best_val_loss - s.early_stopping_min_delta
 
 
 def validate(model, source: CaseSource, cfg: TrainConfig, info: distributed.DistInfo, batch_size: int) -> dict:
@@ -291,7 +350,7 @@ def validate(model, source: CaseSource, cfg: TrainConfig, info: distributed.Dist
 
 def _cap_reached(s, state, t0, info) -> str | None:
     reason = None
-    if s.max_steps is not None and state["step"] >= s.max_steps:
+    if s.max_steps is not None and state.step >= s.max_steps:
         reason = f"schedule.max_steps {s.max_steps} reached"
     elif s.max_minutes is not None and time.perf_counter() - t0 > 60 * s.max_minutes:
         reason = f"schedule.max_minutes {s.max_minutes} reached"
@@ -311,10 +370,10 @@ class _Log:
                 fh.write(json.dumps(record) + "\n")
 
 
-def _bar(enabled: bool, total: int, state: dict):
+def _bar(enabled: bool, total: int, state: TrainState):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=state["step_in_epoch"], desc=f"epoch {state['epoch'] + 1}",
+    return tqdm(total=total, initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}",
                 disable=not enabled, dynamic_ncols=True, file=sys.stderr)
 
 
