@@ -133,9 +133,4 @@ def _bytes_per_voxel(reader: sitk.ImageFileReader) -> int:
     return (int(bits.group(1)) // 8 if bits else 8) * max(1, reader.GetNumberOfComponents())
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """Refuse a NIfTI file that is truncated, corrupt or holds NaN/inf (ITK reads them silently)."""
-    verify_file(path, "nifti")
-
-
 __all__ = ["read_ct", "read_image_file", "ct_from_image", "as_ct", "as_hu_image", "FILE_FORMATS"]
