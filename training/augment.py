@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +25,15 @@ import torch.nn.functional as F
 from monai.transforms import Affine
 
 from .patches import PAD_HU, mask_to_box
+
+
+class AugmentedPatch(NamedTuple):
+    """An augmented training patch and its targets (boxes recomputed from the masks)."""
+
+    hu: np.ndarray  # float32 (z, y, x)
+    boxes: np.ndarray  # float32 [K', 6]
+    classes: np.ndarray  # int64 [K']
+    masks: np.ndarray  # bool [K', *patch_size]
 
 
 @dataclass
@@ -75,12 +85,12 @@ def apply_affine(
 def augment_patch(
     image_hu: np.ndarray, masks: np.ndarray, classes: np.ndarray, patch_size, cfg,
     rng: np.random.Generator, min_visible_fraction: float = 0.5, min_voxels: int = 8,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> AugmentedPatch:
     """Augment a context crop and its lesion masks into a ``patch_size`` training patch.
 
-    ``cfg`` is an ``AugmentConfig``. Returns ``(patch_hu, boxes [K', 6], classes [K'], masks
-    [K', *patch_size])``; a lesion keeps being a target only if at least ``min_visible_fraction``
-    of its expected voxels (its context-crop voxels times ``s^3``) and ``min_voxels`` remain.
+    ``cfg`` is an ``AugmentConfig``. A lesion keeps being a target only if at least
+    ``min_visible_fraction`` of its expected voxels (its context-crop voxels times ``s^3``) and
+    ``min_voxels`` remain.
     """
     masks = np.asarray(masks, bool).reshape(-1, *image_hu.shape)
     classes = np.asarray(classes, np.int64).reshape(-1)
@@ -98,7 +108,7 @@ def augment_patch(
     if cfg.enabled and cfg.flip_axes:
         patch, new_masks = random_flip(patch, new_masks, cfg.flip_axes, rng)
     boxes = boxes_from_masks(new_masks)
-    return np.ascontiguousarray(patch, np.float32), boxes, classes, np.ascontiguousarray(new_masks)
+    return AugmentedPatch(np.ascontiguousarray(patch, np.float32), boxes, classes, np.ascontiguousarray(new_masks))
 
 
 def augment_intensity(patch_hu: np.ndarray, cfg, rng: np.random.Generator) -> np.ndarray:
@@ -162,5 +172,5 @@ def centre_slices(shape, size) -> tuple:
     return tuple(slice((n - k) // 2, (n - k) // 2 + k) for n, k in zip(shape, size))
 
 
-__all__ = ["AffineParams", "context_size", "draw_affine", "apply_affine", "augment_patch",
+__all__ = ["AugmentedPatch", "AffineParams", "context_size", "draw_affine", "apply_affine", "augment_patch",
            "boxes_from_masks", "centre_slices", "random_flip"]

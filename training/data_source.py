@@ -211,17 +211,14 @@ def training_sample(case: TrainingCase, cfg: TrainConfig, rng: np.random.Generat
                                d.p_foreground, bone=case.bone, image_hu=case.image_hu,
                                hard_negatives=case.hard_negatives, p_hard=d.p_hard_negative)
     start = tuple(s - (c - k) // 2 for s, c, k in zip(start, ctx, size))
-    patch, _, _, classes, masks = crop_patch(case.image_hu, case.labels, case.lesions, start, ctx,
-                                             d.min_visible_fraction)
-    aug_cfg = a if use_aug else _NO_AUGMENT
-    patch, boxes, classes, masks = augment_patch(patch, masks, classes, size, aug_cfg, rng,
-                                                 d.min_visible_fraction)
-    if use_aug:
-        patch = augment_intensity(patch, a, rng)
+    cut = crop_patch(case.image_hu, case.labels, case.lesions, start, ctx, d.min_visible_fraction)
+    aug = augment_patch(cut.hu, cut.masks, cut.classes, size, a if use_aug else _NO_AUGMENT, rng,
+                        d.min_visible_fraction)
+    patch = augment_intensity(aug.hu, a, rng) if use_aug else aug.hu
     image = network_input(patch, cfg.preprocess, case.mean, case.std)
-    target = {"boxes": torch.from_numpy(boxes).reshape(-1, 6),
-              "labels": torch.from_numpy(classes).reshape(-1),
-              "masks": torch.from_numpy(masks)}
+    target = {"boxes": torch.from_numpy(aug.boxes).reshape(-1, 6),
+              "labels": torch.from_numpy(aug.classes).reshape(-1),
+              "masks": torch.from_numpy(aug.masks)}
     return torch.from_numpy(image)[None], target
 
 

@@ -82,16 +82,15 @@ def make_batch(
     images, targets = [], []
     for _ in range(batch_size):
         case = cases[int(rng.integers(len(cases)))]
-        patch, _, boxes, classes, masks = sample_patch(
-            case.image_hu, case.labels, case.lesions, patch_size, rng, p_foreground, bone=case.bone,
-        )
+        cut = sample_patch(case.image_hu, case.labels, case.lesions, patch_size, rng, p_foreground, bone=case.bone)
+        patch, boxes, masks = cut.hu, cut.boxes, cut.masks
         if flips:
             patch, boxes, masks = random_flips(patch, boxes, np.asarray(masks, dtype=bool), rng)
         images.append(torch.from_numpy(network_input(patch, preprocess, case.mean, case.std)))
         targets.append(
             {
                 "boxes": torch.from_numpy(np.asarray(boxes, dtype=np.float32)).reshape(-1, 6),
-                "labels": torch.from_numpy(np.asarray(classes, dtype=np.int64)).reshape(-1),
+                "labels": torch.from_numpy(np.asarray(cut.classes, dtype=np.int64)).reshape(-1),
                 "masks": torch.from_numpy(np.asarray(masks, dtype=bool)),
             }
         )

@@ -12,12 +12,24 @@ label map can leave them out.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .synthetic import ORIGIN_CLASS
 
 IGNORE_LABEL = int(np.iinfo(np.uint16).max)
 PAD_HU = -1024.0
+
+
+class Patch(NamedTuple):
+    """A training patch and its Mask R-CNN targets."""
+
+    hu: np.ndarray  # float32 (z, y, x); outside the image: air (PAD_HU)
+    labels: np.ndarray  # uint16 instance labels; IGNORE_LABEL where a lesion is too cut to be a target
+    boxes: np.ndarray  # float32 [K, 6]
+    classes: np.ndarray  # int64 [K]
+    masks: np.ndarray  # bool [K, *patch]
 
 
 def sample_patch(
@@ -29,12 +41,10 @@ def sample_patch(
     p_foreground: float = 0.67,
     bone: np.ndarray | None = None,
     min_visible_fraction: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A random patch: near a random lesion with probability ``p_foreground``, else centred on
-    a random bone voxel (``bone``; default ``image_hu > 200``).
-
-    Returns ``(patch_hu float32, patch_labels uint16, boxes float32 [K, 6], classes int64 [K],
-    masks bool [K, *patch])``. Regions outside the image are padded with air (-1024 HU).
+) -> Patch:
+    """A random :class:`Patch`: near a random lesion with probability ``p_foreground``, else
+    centred on a random bone voxel (``bone``; default ``image_hu > 200``). Regions outside the
+    image are padded with air (-1024 HU).
     """
     size = _size3(patch_size)
     start = choose_patch_start(image_hu.shape, labels, lesions, size, rng, p_foreground, bone,
@@ -75,8 +85,8 @@ def choose_patch_start(
 def crop_patch(
     image_hu: np.ndarray, labels: np.ndarray, lesions: list[dict], start: tuple,
     patch_size: int | tuple, min_visible_fraction: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The patch at ``start`` and its targets (see ``sample_patch``)."""
+) -> Patch:
+    """The :class:`Patch` at ``start`` (see ``sample_patch``)."""
     size = _size3(patch_size)
     patch_hu = np.full(size, PAD_HU, np.float32)
     patch_labels = np.zeros(size, np.uint16)
@@ -109,7 +119,7 @@ def crop_patch(
     boxes_a = np.array(boxes, np.float32).reshape(-1, 6)
     classes_a = np.array(classes, np.int64)
     masks_a = np.stack(masks) if masks else np.zeros((0, *size), bool)
-    return patch_hu, patch_labels, boxes_a, classes_a, masks_a
+    return Patch(patch_hu, patch_labels, boxes_a, classes_a, masks_a)
 
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray:
@@ -162,5 +172,5 @@ def _random_bone_voxel(shape, bone, image_hu, rng, tries: int = 200) -> tuple:
     return tuple(int(i) for i in np.unravel_index(flat[rng.integers(flat.size)], shape))
 
 
-__all__ = ["sample_patch", "choose_patch_start", "crop_patch", "mask_to_box", "IGNORE_LABEL",
+__all__ = ["Patch", "sample_patch", "choose_patch_start", "crop_patch", "mask_to_box", "IGNORE_LABEL",
            "PAD_HU"]
