@@ -298,19 +298,35 @@ def _own_bone(host: Host, centre: tuple) -> _OwnBone:
     return _OwnBone(host.bone, host.bone_ids, own)
 
 
+@dataclass
+class _LesionDraw:
+    """The random shape settings of one lesion (drawn first, in this order)."""
+
+    aspects: np.ndarray  # axis ratios (z, y, x), product 1
+    edge_l: float  # mm, lytic edge width
+    edge_b: float  # mm, blastic edge width
+    extra: int  # mm grown out of the bone (extra-osseous or expansile)
+    expansile: bool
+
+    @classmethod
+    def draw(cls, rng, cfg: SyntheticConfig, form: str) -> "_LesionDraw":
+        aspects = np.exp(rng.normal(0.0, cfg.aspect_log_sd, 3))
+        aspects /= np.prod(aspects) ** (1 / 3)
+        edge_l = rng.uniform(*cfg.lytic_edge_mm)
+        edge_b = rng.uniform(*cfg.blastic_edge_mm)
+        expansile = form == "expansile"
+        extra_mm = cfg.expansile_mm if expansile else cfg.lytic_extraosseous_mm
+        extra = int(rng.integers(extra_mm[0], extra_mm[1] + 1))
+        return cls(aspects, edge_l, edge_b, extra, expansile)
+
+
 def _plant_one(image, labels, bone, centre, radius, kind, label, noise: NoiseModel, rng,
                cfg: SyntheticConfig, form: str = "plain") -> dict | None:
     """Plant one lesion in place; None (nothing changed) if it does not fit. ``form``
     "expansile" (lytic only): grown out of the bone under a thin sclerotic rim."""
-    aspects = np.exp(rng.normal(0.0, cfg.aspect_log_sd, 3))
-    aspects /= np.prod(aspects) ** (1 / 3)
-    edge_l = rng.uniform(*cfg.lytic_edge_mm)
-    edge_b = rng.uniform(*cfg.blastic_edge_mm)
-    expansile = form == "expansile"
-    extra_mm = cfg.expansile_mm if expansile else cfg.lytic_extraosseous_mm
-    extra = int(rng.integers(extra_mm[0], extra_mm[1] + 1))
-    half = int(np.ceil(radius * aspects.max() * (1 + 3 * cfg.deform_amplitude)
-                       + 3 * max(edge_l, edge_b) + extra + 2))
+    d = _LesionDraw.draw(rng, cfg, form)
+    half = int(np.ceil(radius * d.aspects.max() * (1 + 3 * cfg.deform_amplitude)
+                       + 3 * max(d.edge_l, d.edge_b) + d.extra + 2))
     lo = [max(0, c - half) for c in centre]
     hi = [min(n, c + half + 1) for c, n in zip(centre, image.shape)]
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
@@ -318,24 +334,8 @@ def _plant_one(image, labels, bone, centre, radius, kind, label, noise: NoiseMod
     bon, foreign = bone[box]
     c_local = np.array(centre) - np.array(lo)
 
-    s = _shape_distance(img.shape, c_local, radius, aspects, rng, cfg)
-    if expansile:  # lytic core under a sclerotic shell
-        b = _soft_step(min(rng.uniform(*cfg.rim_mm), 0.5 * radius) - s, 0.4)
-    else:
-        b = _blastic_share(kind, s, radius, rng, cfg)  # 0 lytic .. 1 blastic, per voxel
-
-    # blend weights: shape x smooth bone support (label masks often stop short of the cortex:
-    # dense voxels right next to the mask count as bone)
-    near = binary_dilate(bon, cfg.bone_extend_mm) & ~foreign
-    bon = bon | (near & (img > cfg.bone_extend_hu))
-    alpha_l = _soft_step(s, edge_l)
-    alpha_b = _soft_step(s, edge_b)
-    sup_l = gaussian_blur(binary_dilate(bon, extra) & ~foreign, 0.5)
-    sup_b = sup_l if expansile else gaussian_blur(bon, 0.7)
-    w_l = alpha_l * sup_l * _lytic_sparing(bon, s, rng, cfg)
-    w_b = alpha_b * sup_b
+    w_l, w_b, b, bon = _blend_weights(img, bon, foreign, c_local, radius, kind, d, rng, cfg)
     w = (1 - b) * w_l + b * w_b
-
     # label: the connected part with weight >= 0.5 that holds the centre (else the largest)
     comps, sizes = connected_components(w >= 0.5)
     if not sizes.size:
@@ -345,11 +345,47 @@ def _plant_one(image, labels, bone, centre, radius, kind, label, noise: NoiseMod
     n_vox = int(keep.sum())
     if n_vox < cfg.min_voxels or (keep & binary_dilate(lab > 0, cfg.min_gap_mm)).any():
         return None
-    halo = binary_dilate(keep, int(np.ceil(3 * max(edge_l, edge_b)))) & (w < 0.5)
+    halo = binary_dilate(keep, int(np.ceil(3 * max(d.edge_l, d.edge_b)))) & (w < 0.5)
     gate = (keep | halo) & (lab == 0)
-    w_l, w_b = w_l * gate, w_b * gate
+    new = _lesion_hu(img, w_l * gate, w_b * gate, b, bon, keep, kind, d.expansile, noise, rng, cfg)
+    if np.median(np.abs(new - img)[keep]) < cfg.min_contrast_hu:  # lytic in fatty marrow...
+        return None
+    image[box] = new
+    lab[keep] = label
 
-    # intensities
+    idx = np.argwhere(keep)
+    return {
+        "label": int(label),
+        "center_zyx": tuple(float(c) for c in centre),
+        "n_voxels": n_vox,
+        "bbox": tuple(int(v) for v in np.concatenate([idx.min(0) + lo, idx.max(0) + 1 + lo])),
+    }
+
+
+def _blend_weights(img, bon, foreign, c_local, radius, kind, d: _LesionDraw, rng, cfg: SyntheticConfig):
+    """``(w_l, w_b, b, bone)``: lytic and blastic blend weights (shape x smooth bone support),
+    the blastic share per voxel (0 lytic .. 1 blastic) and the bone extended by dense voxels
+    next to it (label masks often stop short of the cortex)."""
+    s = _shape_distance(img.shape, c_local, radius, d.aspects, rng, cfg)
+    if d.expansile:  # lytic core under a sclerotic shell
+        b = _soft_step(min(rng.uniform(*cfg.rim_mm), 0.5 * radius) - s, 0.4)
+    else:
+        b = _blastic_share(kind, s, radius, rng, cfg)
+    near = binary_dilate(bon, cfg.bone_extend_mm) & ~foreign
+    bon = bon | (near & (img > cfg.bone_extend_hu))
+    alpha_l = _soft_step(s, d.edge_l)
+    alpha_b = _soft_step(s, d.edge_b)
+    sup_l = gaussian_blur(binary_dilate(bon, d.extra) & ~foreign, 0.5)
+    sup_b = sup_l if d.expansile else gaussian_blur(bon, 0.7)
+    w_l = alpha_l * sup_l * _lytic_sparing(bon, s, rng, cfg)
+    w_b = alpha_b * sup_b
+    return w_l, w_b, b, bon
+
+
+def _lesion_hu(img, w_l, w_b, b, bon, keep, kind, expansile: bool, noise: NoiseModel, rng,
+               cfg: SyntheticConfig) -> np.ndarray:
+    """The crop with the lesion blended in: lytic and blastic target HU (with the scan's noise)
+    mixed by the weights ``w_l``, ``w_b`` and the blastic share ``b``."""
     field = noise.sample(img.shape, rng)
     t_l = rng.uniform(*cfg.lytic_hu) + field
     if cfg.lytic_loss is not None:
@@ -364,19 +400,7 @@ def _plant_one(image, labels, bone, centre, radius, kind, label, noise: NoiseMod
         t_b = np.clip(level * (1 + texture), *cfg.blastic_clip_hu) + field
     new_l = img + w_l * (t_l - img)
     new_b = np.maximum(img, img + w_b * (t_b - img))
-    new = (1 - b) * new_l + b * new_b
-    if np.median(np.abs(new - img)[keep]) < cfg.min_contrast_hu:  # lytic in fatty marrow...
-        return None
-    image[box] = new
-    lab[keep] = label
-
-    idx = np.argwhere(keep)
-    return {
-        "label": int(label),
-        "center_zyx": tuple(float(c) for c in centre),
-        "n_voxels": n_vox,
-        "bbox": tuple(int(v) for v in np.concatenate([idx.min(0) + lo, idx.max(0) + 1 + lo])),
-    }
+    return (1 - b) * new_l + b * new_b
 
 
 def _sclerosis_level(kind, expansile, rng, cfg) -> tuple[float, bool]:
