@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .cli_args import build_parser
 from .cli_signals import SignalGuard
 from .errors import BoneMetSegCancelled, BoneMetSegError
-from .version import __version__
+from .io.formats import FILE_FORMATS, has_dicom_preamble
+from .vocabulary import ALGORITHM_SEMIAUTOMATIC, segment_id
 
-IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_SUFFIXES = tuple(FILE_FORMATS)  # .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd
 OUTPUT_SUFFIX = ".seg.nrrd"
 BATCH_SUMMARY = "batch_summary.json"
 OPTION_NAMES = {"dicom_seg": "--dicom-seg", "dicom_sr": "--dicom-sr"}
@@ -286,13 +288,14 @@ def _write_outputs(ct, result, outputs: dict, overwrite: bool, guard: SignalGuar
 
 
 def _rescore(args, guard: SignalGuard) -> int:
-    """Score the labels of an (edited) instance labelmap; write them as JSON (atomic)."""
+    """Score the labels of an (edited) instance labelmap; write the report (and DICOM) atomically."""
+    from .inference.device import describe_device
     from .inference.predictor import load_model
     from .inference.rescore import score_labelmap
     from .io.output_plan import check_outputs
     from .io.read import read_image_file
     from .postprocess.lesions import patient_summary
-    from .result import LesionRecord
+    from .result import Result
 
     src = _check_input(Path(args.input))
     labels_path = Path(args.labels)
@@ -308,7 +311,6 @@ def _rescore(args, guard: SignalGuard) -> int:
     wanted = {"report": Path(args.report)}
     wanted.update({k: Path(getattr(args, k)) for k in ("dicom_seg", "dicom_sr") if getattr(args, k)})
     outputs = check_outputs(wanted, [src, labels_path], args.overwrite)
-    report = outputs["report"]
     source = _dicom_source(src, outputs)
     _clean_stale(outputs)
     ct = _read_checked(src, spacing_mm)
@@ -316,51 +318,35 @@ def _rescore(args, guard: SignalGuard) -> int:
     labelmap = read_image_file(labels_path)
     model = load_model(args.model, args.device)
     scores = score_labelmap(model, ct, labelmap, labels=only, origin_threshold=args.origin_threshold)
-    lesions = [{"label_value": v, **rec} for v, rec in sorted(scores.items())]
-    records = [
-        LesionRecord(id=i, segment_id="", label_value=d["label_value"], detection_score=d["detection_score"],
-                     lung_origin_probability=d["lung_origin_probability"], predicted_origin=d["predicted_origin"],
-                     volume_ml=d["volume_ml"], centroid_lps_mm=d["centroid_lps_mm"], bbox_lps_mm=d["bbox_lps_mm"])
-        for i, d in enumerate(lesions, start=1)
-    ]
-    patient = patient_summary(records, args.origin_threshold)
-    data = {
-        "bonemetseg_version": __version__,
-        "model": model.model_info,
-        "input": {"path": str(args.input), "labels": str(labels_path)},
-        "lesions": lesions,
-        "patient": {"lung_origin_probability": patient.lung_origin_probability,
-                    "predicted_origin": patient.predicted_origin, "n_lesions": patient.n_lesions},
-    }
-    if source is None:
-        _write_json_atomic(report, data, overwrite=args.overwrite, guard=guard)
-    else:
-        _write_rescore_dicom(labelmap, records, patient, data, source, outputs, args.overwrite, guard)
-    print(f"{labels_path.name}: scored {len(lesions)} label(s); wrote {report}", file=sys.stderr)
+    # the report numbers the scored lesions 1..N (with --only, a subset of the labels present)
+    lesions = [replace(rec, id=i, segment_id=segment_id(i)) for i, rec in enumerate(scores.values(), start=1)]
+    result = Result(labelmap=labelmap, lesions=lesions, patient=patient_summary(lesions, args.origin_threshold),
+                    device=describe_device(model.device), model=model.model_info,
+                    input={"path": str(args.input), "labels": str(labels_path), "size": list(ct.image.GetSize()),
+                           "spacing": [float(s) for s in ct.image.GetSpacing()]})
+    _write_rescore(result, source, outputs, args.overwrite, guard)
+    print(f"{labels_path.name}: scored {len(lesions)} label(s); wrote {outputs['report']}", file=sys.stderr)
     return 0
 
 
-def _write_rescore_dicom(labelmap, records, patient, data: dict, source, outputs: dict, overwrite: bool,
-                         guard: SignalGuard) -> None:
-    """The rescore JSON with the DICOM SEG of the scored masks and the SR of their scores, all or none."""
+def _write_rescore(result, source, outputs: dict, overwrite: bool, guard: SignalGuard) -> None:
+    """The report of the scored masks, with the DICOM SEG of the masks and the SR of their scores
+    when the input is a DICOM series and they were asked for; all or none."""
     import SimpleITK as sitk
 
     from .io.atomic import atomic_group
     from .io.dicom_out import outputs_for, save_dicom_outputs
-    from .result import Result
+    from .report import save_report
 
-    for rec in records:
-        rec.segment_id = f"Lesion_{rec.id}"
-    if labelmap.GetPixelID() != sitk.sitkUInt16:
-        labelmap = sitk.Cast(labelmap, sitk.sitkUInt16)
-    result = Result(labelmap=labelmap, lesions=records, patient=patient, model=data["model"])
-    sr_report = {"model": data["model"], "patient": data["patient"],
-                 "lesions": [{"id": rec.id, **les} for rec, les in zip(records, data["lesions"])]}
-    outputs = outputs_for(result, outputs)
+    if source is not None:
+        if result.labelmap.GetPixelID() != sitk.sitkUInt16:
+            result.labelmap = sitk.Cast(result.labelmap, sitk.sitkUInt16)
+        outputs = outputs_for(result, outputs)
     with atomic_group(outputs, overwrite, commit_guard=guard.held()) as tmp:
-        save_dicom_outputs(result, source, tmp, sr_report,  # given (drawn/edited) masks, scored by the model
-                           algorithm_types=dict.fromkeys((rec.id for rec in records), "SEMIAUTOMATIC"))
-        tmp["report"].write_text(json.dumps(data, indent=2, allow_nan=False))
+        report = save_report(result, tmp["report"])
+        if source is not None:  # given (drawn/edited) masks, scored by the model
+            save_dicom_outputs(result, source, tmp, report,
+                               algorithm_types=dict.fromkeys((rec.id for rec in result.lesions), ALGORITHM_SEMIAUTOMATIC))
 
 
 def _single_outputs(args, seg: Path, batch: bool = False) -> dict:
@@ -384,22 +370,13 @@ def _batch_cases(src: Path):
     if src.is_file():
         return None
     entries = sorted(src.iterdir())
-    if any(e.is_file() and _is_dicom(e) for e in entries):
+    if any(e.is_file() and has_dicom_preamble(e) for e in entries):
         return None
     cases = [e for e in entries if (e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)) or e.is_dir()]
     cases = [c for c in cases if not c.name.lower().endswith(".seg.nrrd")]
     if not cases:
         raise _input_error(f"{src} holds no DICOM files and no CT files ({', '.join(IMAGE_SUFFIXES)}).")
     return cases
-
-
-def _is_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def _case_name(path: Path) -> str:

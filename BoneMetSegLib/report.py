@@ -4,7 +4,8 @@ Schema (other tools read these names; see docs/outputs.md)::
 
     {"bonemetseg_version": str,
      "model": {"name": str, "version": str, "sha256": str | null},
-     "input": {"path": str, "size": [int, int, int], "spacing": [float, float, float]},
+     "input": {"path": str, "size": [int, int, int], "spacing": [float, float, float],
+               "labels": str  (optional; rescore: the scored labelmap)},
      "device": str,
      "timing_s": {"read", "preprocess", "inference", "postprocess", "write", "total": float | null},
      "patient": {"lung_origin_probability": float | null, "predicted_origin": "lung"|"other"|"none",
@@ -35,6 +36,7 @@ TOP_KEYS = ("bonemetseg_version", "model", "input", "device", "timing_s", "patie
 OPTIONAL_TOP_KEYS = ("warnings", "disclaimer")
 MODEL_KEYS = ("name", "version", "sha256")
 INPUT_KEYS = ("path", "size", "spacing")
+OPTIONAL_INPUT_KEYS = ("labels",)  # rescore: the labelmap whose masks were scored
 PATIENT_KEYS = ("lung_origin_probability", "predicted_origin", "n_lesions")
 LESION_KEYS = (
     "id",
@@ -92,6 +94,7 @@ def build_report(result: Result) -> dict:
             "path": str(inp.get("path", "")),
             "size": [int(s) for s in size],
             "spacing": [_round(s, 6) for s in spacing],
+            **({"labels": str(inp["labels"])} if "labels" in inp else {}),
         },
         "device": str(result.device),
         "timing_s": {k: _round(result.timing_s.get(k), _S) for k in TIMING_KEYS},
@@ -193,8 +196,9 @@ def validate_report(d: dict) -> None:
                "model.sha256: must be a string or null", errors)
 
     inp = d.get("input", {})
-    if "input" in d and _keys(inp, INPUT_KEYS, (), "input", errors):
-        _check(isinstance(inp.get("path", ""), str), "input.path: must be a string", errors)
+    if "input" in d and _keys(inp, INPUT_KEYS, OPTIONAL_INPUT_KEYS, "input", errors):
+        for k in ("path", "labels"):
+            _check(isinstance(inp.get(k, ""), str), f"input.{k}: must be a string", errors)
         size = inp.get("size", [1, 1, 1])
         _check(isinstance(size, (list, tuple)) and len(size) == 3 and all(_is_int(s) and s > 0 for s in size),
                "input.size: must be 3 positive integers", errors)

@@ -17,7 +17,8 @@ from ..errors import BoneMetSegInputError
 from ..io.read import as_ct
 from ..postprocess.lesions import lesion_records, patient_summary
 from ..result import Result
-from .predictor import Predictor
+from ..vocabulary import CLASS_NAMES
+from .predictor import Predictor, input_info
 
 POINT_CROP_MM = 160.0  # cube searched around the point; 112 mm gave displaced detections (padding)
 POINT_THRESHOLD = 0.1  # lower than a whole-image run: the user says a lesion is there
@@ -108,8 +109,7 @@ def predict_at_point(
         x0, y0, z0 = start
         nz, ny, nx = sub_labels.shape
         full[z0:z0 + nz, y0:y0 + ny, x0:x0 + nx] = (sub_labels == best.label_value).astype(np.uint16)
-        c = best.class_probabilities
-        probs = [[c["background"], c["lung"], c["other"]]]
+        probs = [[best.class_probabilities[k] for k in CLASS_NAMES]]
     labelmap = sitk.GetImageFromArray(full)
     labelmap.CopyInformation(image)
     lesions = lesion_records(labelmap, probs, origin_threshold) if probs else []
@@ -120,8 +120,7 @@ def predict_at_point(
         timing_s=sub_result.timing_s,
         device=sub_result.device,
         model=sub_result.model,
-        input={"path": ct.path, "size": list(image.GetSize()), "spacing": [float(s) for s in image.GetSpacing()],
-               "point_lps_mm": [float(c) for c in point_lps_mm]},
+        input={**input_info(ct), "point_lps_mm": [float(c) for c in point_lps_mm]},
         warnings=list(ct.warnings) + sub_result.warnings,
     )
 

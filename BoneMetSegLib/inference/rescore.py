@@ -14,7 +14,7 @@ import torch
 
 from ..errors import BoneMetSegInputError
 from ..io.read import as_ct
-from ..postprocess.lesions import lesion_records, lung_origin_probability
+from ..postprocess.lesions import LabelMeasure, label_measurements, lesion_record
 from ..preprocessing.pipeline import preprocess
 from ..preprocessing.types import Preprocessed
 from .predictor import Predictor
@@ -67,9 +67,9 @@ def crop_reference(pre: Preprocessed) -> sitk.Image:
     return ref
 
 
-def _physical_box_in_crop(record, ref: sitk.Image) -> np.ndarray | None:
+def _physical_box_in_crop(measure: LabelMeasure, ref: sitk.Image) -> np.ndarray | None:
     """Fallback for a mask too thin to survive 1 mm sampling: its LPS box in crop voxel coordinates."""
-    lo, hi = record.bbox_lps_mm
+    lo, hi = measure.bbox_lps_mm
     corners = [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
     idx = np.array([ref.TransformPhysicalPointToContinuousIndex(c) for c in corners])  # (x, y, z)
     a, b = idx.min(axis=0) + 0.5, idx.max(axis=0) + 0.5  # voxel i spans [i - 0.5, i + 0.5)
@@ -100,14 +100,14 @@ def score_labelmap(
     labels=None,
     origin_threshold: float = 0.5,
 ) -> dict:
-    """Class probabilities and measurements of each label of ``labelmap`` (on ``ct``'s grid).
+    """A :class:`LesionRecord` for each label of ``labelmap`` (on ``ct``'s grid), scored by the model.
 
     ``ct``: a path, :class:`CTImage` or ``SimpleITK.Image`` in HU; ``labels``: label values to
-    score (default: every value present). Returns ``{label_value: {"class_probabilities":
-    {"background", "lung", "other"}, "detection_score": 1 - p(bg), "lung_origin_probability":
-    p(lung) / (p(lung) + p(other)), "predicted_origin", "volume_ml", "centroid_lps_mm",
-    "bbox_lps_mm"}}``. Raises :class:`BoneMetSegInputError` when the labelmap is on another grid
-    or a requested label has no voxel. Deterministic.
+    score (default: every value present). Returns ``{label_value: LesionRecord}``, numbered like
+    :func:`~BoneMetSegLib.postprocess.lesions.lesion_records` (1.. in increasing value among the
+    values present); volume, centroid and box come from the given mask. Raises
+    :class:`BoneMetSegInputError` when the labelmap is on another grid or a requested label has no
+    voxel. Deterministic.
     """
     ct = as_ct(ct)
     check_same_grid(ct.image, labelmap)
@@ -121,9 +121,8 @@ def score_labelmap(
         )
     if not wanted:
         return {}
-    # measurements from the given masks on the input grid (class probabilities filled in below)
-    dummy = [[1.0, 0.0, 0.0]] * max(present)
-    records = {r.label_value: r for r in lesion_records(labelmap, dummy, origin_threshold)}
+    measures = label_measurements(labelmap)  # from the given masks, on the input grid
+    number = {value: i for i, value in enumerate(measures, start=1)}
 
     pre = preprocess(ct.image, predictor.preprocess_config)
     ref = crop_reference(pre)
@@ -132,28 +131,18 @@ def score_labelmap(
     )
     out = {}
     for value in wanted:
-        record = records[value]
         where = np.nonzero(on_crop == value)
         if where[0].size:
             box = np.array([w.min() for w in where] + [w.max() + 1 for w in where], dtype=float)
         else:
-            box = _physical_box_in_crop(record, ref)
+            box = _physical_box_in_crop(measures[value], ref)
         if box is None:
             raise BoneMetSegInputError(
                 f"Label {value} lies outside the bone region the model looks at (the CT's bone "
                 "bounding box plus margin); it cannot be scored."
             )
-        p_bg, p_lung, p_other = _score_box(predictor, pre.array, box)
-        lung_p = lung_origin_probability(p_lung, p_other)
-        out[value] = {
-            "class_probabilities": {"background": p_bg, "lung": p_lung, "other": p_other},
-            "detection_score": 1.0 - p_bg,
-            "lung_origin_probability": lung_p,
-            "predicted_origin": "lung" if lung_p >= origin_threshold else "other",
-            "volume_ml": record.volume_ml,
-            "centroid_lps_mm": record.centroid_lps_mm,
-            "bbox_lps_mm": record.bbox_lps_mm,
-        }
+        probs = _score_box(predictor, pre.array, box)
+        out[value] = lesion_record(number[value], value, probs, measures[value], origin_threshold)
     return out
 
 

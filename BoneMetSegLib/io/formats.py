@@ -37,10 +37,8 @@ def file_format(path: Path) -> str:
     )
 
 
-def is_dicom_file(path: Path) -> bool:
-    """A DICOM suffix, or the "DICM" preamble at byte 128."""
-    if path.name.lower().endswith(DICOM_SUFFIXES):
-        return True
+def has_dicom_preamble(path: Path) -> bool:
+    """The "DICM" marker at byte 128 (False when the file cannot be read)."""
     try:
         with open(path, "rb") as f:
             head = f.read(132)
@@ -49,4 +47,10 @@ def is_dicom_file(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-__all__ = ["FILE_FORMATS", "DICOM_SUFFIXES", "known_format", "file_format", "is_dicom_file"]
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM suffix, or the "DICM" preamble at byte 128."""
+    return path.name.lower().endswith(DICOM_SUFFIXES) or has_dicom_preamble(path)
+
+
+__all__ = ["FILE_FORMATS", "DICOM_SUFFIXES", "known_format", "file_format", "has_dicom_preamble",
+           "is_dicom_file"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -56,18 +57,17 @@ def _lps_bbox(image: sitk.Image, index_start, index_size) -> list:
     return [corners.min(axis=0).tolist(), corners.max(axis=0).tolist()]
 
 
-def lesion_records(
-    labelmap: sitk.Image, class_probs: list, origin_threshold: float = 0.5
-) -> list:
-    """One :class:`LesionRecord` per label value present in ``labelmap``.
+@dataclass
+class LabelMeasure:
+    """Volume, centroid and LPS box of one label of a labelmap (its own grid)."""
 
-    ``class_probs[v - 1]`` is ``[p_background, p_lung, p_other]`` of label value ``v``.
-    Lesions are numbered 1, 2, ... in increasing label value (label values without voxels are
-    skipped, so ``id`` and ``label_value`` may differ). detection_score = 1 - p_background;
-    lung_origin_probability = p_lung / (p_lung + p_other); predicted_origin is "lung" when that is
-    >= ``origin_threshold``, else "other". The centroid is the physical point of the mean voxel
-    index; the box is the axis-aligned LPS box around the voxels' edges.
-    """
+    volume_ml: float
+    centroid_lps_mm: list  # physical point of the mean voxel index
+    bbox_lps_mm: list  # axis-aligned LPS box around the voxels' edges
+
+
+def label_measurements(labelmap: sitk.Image) -> dict:
+    """``{label value: LabelMeasure}`` of every label value present in a 3D ``labelmap``."""
     if labelmap.GetDimension() != 3:
         raise ValueError("the labelmap must be a 3D image")
     if labelmap.GetPixelID() not in (sitk.sitkUInt8, sitk.sitkUInt16, sitk.sitkUInt32, sitk.sitkUInt64):
@@ -79,33 +79,58 @@ def lesion_records(
     stats.ComputeFeretDiameterOff()
     stats.ComputeOrientedBoundingBoxOff()
     stats.Execute(labelmap)
-    labels = sorted(int(v) for v in stats.GetLabels())
-    probs = _check_probs(class_probs, max(labels, default=0))
-
     voxel_ml = float(np.prod(labelmap.GetSpacing())) / 1000.0
-    records = []
-    for lesion_id, value in enumerate(labels, start=1):
-        p_bg, p_lung, p_other = (float(p) for p in probs[value - 1])
-        lung_p = lung_origin_probability(p_lung, p_other)
+    out = {}
+    for value in sorted(int(v) for v in stats.GetLabels()):
         # LabelShapeStatistics' centroid is the physical point of the mean voxel index
         # (index -> physical is affine, so mean of physical points == point of mean index).
-        centroid = stats.GetCentroid(value)
         bb = stats.GetBoundingBox(value)  # (i0, j0, k0, ni, nj, nk)
-        records.append(
-            LesionRecord(
-                id=lesion_id,
-                segment_id=segment_id(lesion_id),
-                label_value=value,
-                detection_score=1.0 - p_bg,
-                lung_origin_probability=lung_p,
-                predicted_origin=predicted_origin(lung_p, origin_threshold),
-                volume_ml=stats.GetNumberOfPixels(value) * voxel_ml,
-                centroid_lps_mm=[float(c) for c in centroid],
-                bbox_lps_mm=_lps_bbox(labelmap, bb[:3], bb[3:]),
-                class_probabilities=dict(zip(CLASS_NAMES, (p_bg, p_lung, p_other))),
-            )
+        out[value] = LabelMeasure(
+            volume_ml=stats.GetNumberOfPixels(value) * voxel_ml,
+            centroid_lps_mm=[float(c) for c in stats.GetCentroid(value)],
+            bbox_lps_mm=_lps_bbox(labelmap, bb[:3], bb[3:]),
         )
-    return records
+    return out
+
+
+def lesion_record(lesion_id: int, label_value: int, class_probs, measure: LabelMeasure,
+                  origin_threshold: float = 0.5) -> LesionRecord:
+    """The record of one lesion from its ``[p_background, p_lung, p_other]`` and its measurements.
+
+    detection_score = 1 - p_background; lung_origin_probability = p_lung / (p_lung + p_other);
+    predicted_origin by :func:`predicted_origin`; segment ID ``Lesion_<id>``.
+    """
+    p_bg, p_lung, p_other = (float(p) for p in class_probs)
+    lung_p = lung_origin_probability(p_lung, p_other)
+    return LesionRecord(
+        id=lesion_id,
+        segment_id=segment_id(lesion_id),
+        label_value=label_value,
+        detection_score=1.0 - p_bg,
+        lung_origin_probability=lung_p,
+        predicted_origin=predicted_origin(lung_p, origin_threshold),
+        volume_ml=measure.volume_ml,
+        centroid_lps_mm=measure.centroid_lps_mm,
+        bbox_lps_mm=measure.bbox_lps_mm,
+        class_probabilities=dict(zip(CLASS_NAMES, (p_bg, p_lung, p_other))),
+    )
+
+
+def lesion_records(
+    labelmap: sitk.Image, class_probs: list, origin_threshold: float = 0.5
+) -> list:
+    """One :class:`LesionRecord` per label value present in ``labelmap`` (:func:`lesion_record`).
+
+    ``class_probs[v - 1]`` is ``[p_background, p_lung, p_other]`` of label value ``v``.
+    Lesions are numbered 1, 2, ... in increasing label value (label values without voxels are
+    skipped, so ``id`` and ``label_value`` may differ).
+    """
+    measures = label_measurements(labelmap)
+    probs = _check_probs(class_probs, max(measures, default=0))
+    return [
+        lesion_record(lesion_id, value, probs[value - 1], measures[value], origin_threshold)
+        for lesion_id, value in enumerate(measures, start=1)
+    ]
 
 
 def patient_summary(lesions: list, origin_threshold: float = 0.5) -> PatientSummary:
@@ -130,4 +155,5 @@ def patient_summary(lesions: list, origin_threshold: float = 0.5) -> PatientSumm
     )
 
 
-__all__ = ["lesion_records", "patient_summary", "lung_origin_probability", "predicted_origin"]
+__all__ = ["lesion_records", "lesion_record", "label_measurements", "LabelMeasure", "patient_summary",
+           "lung_origin_probability", "predicted_origin"]

@@ -57,17 +57,17 @@ def test_scores_are_probabilities_and_measurements_come_from_the_masks(model, ct
     arr = sitk.GetArrayFromImage(two_lesions)
     pts = _physical_points(ct)
     for value, rec in scores.items():
-        p = rec["class_probabilities"]
+        p = rec.class_probabilities
         assert all(0.0 <= v <= 1.0 for v in p.values())
         assert sum(p.values()) == pytest.approx(1.0, abs=1e-5)
-        assert rec["detection_score"] == pytest.approx(1.0 - p["background"], abs=1e-6)
-        assert rec["lung_origin_probability"] == pytest.approx(p["lung"] / (p["lung"] + p["other"]), abs=1e-6)
-        assert rec["predicted_origin"] == ("lung" if rec["lung_origin_probability"] >= 0.5 else "other")
+        assert rec.detection_score == pytest.approx(1.0 - p["background"], abs=1e-6)
+        assert rec.lung_origin_probability == pytest.approx(p["lung"] / (p["lung"] + p["other"]), abs=1e-6)
+        assert rec.predicted_origin == ("lung" if rec.lung_origin_probability >= 0.5 else "other")
         n = int((arr == value).sum())
-        assert rec["volume_ml"] == pytest.approx(n * np.prod(ct.GetSpacing()) / 1000)
-        np.testing.assert_allclose(rec["centroid_lps_mm"], pts[arr == value].mean(axis=0), atol=1e-3)
+        assert rec.volume_ml == pytest.approx(n * np.prod(ct.GetSpacing()) / 1000)
+        np.testing.assert_allclose(rec.centroid_lps_mm, pts[arr == value].mean(axis=0), atol=1e-3)
     assert score_labelmap(model, ct, two_lesions, labels=[2]) == {2: scores[2]}  # deterministic, per label
-    assert scores[1]["class_probabilities"] != scores[2]["class_probabilities"]
+    assert scores[1].class_probabilities != scores[2].class_probabilities
 
 
 def test_erasing_half_a_mask_changes_volume_and_box(model, ct, two_lesions):
@@ -79,12 +79,12 @@ def test_erasing_half_a_mask_changes_volume_and_box(model, ct, two_lesions):
     edited = sitk.GetImageFromArray(arr)
     edited.CopyInformation(two_lesions)
     after = score_labelmap(model, ct, edited, labels=[1])[1]
-    assert 0.3 * before["volume_ml"] < after["volume_ml"] < 0.7 * before["volume_ml"]
+    assert 0.3 * before.volume_ml < after.volume_ml < 0.7 * before.volume_ml
     z_axis = int(np.argmax(np.abs(np.array(ct.GetDirection()).reshape(3, 3)[:, 2])))
-    extent = lambda r: r["bbox_lps_mm"][1][z_axis] - r["bbox_lps_mm"][0][z_axis]  # noqa: E731
+    extent = lambda r: r.bbox_lps_mm[1][z_axis] - r.bbox_lps_mm[0][z_axis]  # noqa: E731
     assert extent(after) < extent(before)
-    assert sum(after["class_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert after["class_probabilities"] != before["class_probabilities"]
+    assert sum(after.class_probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert after.class_probabilities != before.class_probabilities
 
 
 def test_labelmap_on_another_grid_or_without_the_label_is_refused(model, ct, two_lesions):
