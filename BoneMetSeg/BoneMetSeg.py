@@ -30,11 +30,11 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from BoneMetSegLogic import BoneMetSegLogic, EditedSegmentationError, RunOptions, RunStatus  # noqa: F401 (re-export)
+from BoneMetSegLogic import BoneMetSegLogic, EditedSegmentationError, RunOptions, RunStatus, table_of  # noqa: F401 (re-export)
 from BoneMetSegLogic import dependencies
 from BoneMetSegLogic.model_card_text import model_card_html
 from BoneMetSegLogic.segments import get_tag
-from BoneMetSegLogic.types import REF_TABLE, REF_VOLUME, TABLE_COLUMNS
+from BoneMetSegLogic.types import REF_VOLUME, TABLE_COLUMNS
 
 from BoneMetSegLib.vocabulary import (  # after BoneMetSegLogic, which puts the library on sys.path
     NO_LESION,
@@ -122,27 +122,6 @@ def getParameterNode():
     helper = ScriptedLoadableModuleLogic()
     helper.moduleName = MODULE_NAME
     return BoneMetSegParameterNode(helper.getParameterNode())
-
-
-def runOptions(parameterNode):
-    """RunOptions from the panel state; ValueError when a weights file is asked for but not chosen."""
-    modelPath = None
-    if parameterNode.useCustomModel:
-        modelPath = parameterNode.modelPath.strip()
-        if not modelPath:
-            raise ValueError("Choose a weights file (Advanced > Weights file) or uncheck "
-                             "'Use a weights file' to use the embedded model.")
-    return RunOptions(
-        device=parameterNode.device.value,
-        model_path=modelPath,
-        detection_threshold=parameterNode.detectionThreshold or None,
-        origin_threshold=parameterNode.originThreshold,
-    )
-
-
-def tableOf(segmentationNode):
-    """The lesion table node that the Logic attached to this segmentation, or None."""
-    return segmentationNode.GetNodeReference(REF_TABLE) if segmentationNode else None
 
 
 def selectInSegmentEditor(segmentationNode, volumeNode, segmentId=None, show=False):
@@ -279,7 +258,7 @@ class BoneMetSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateModelCard()
 
         segmentation = pn.outputSegmentation
-        table = tableOf(segmentation) or (pn.resultTable if segmentation else None)
+        table = table_of(segmentation) or (pn.resultTable if segmentation else None)
         self._showTable(table)
         hasResults = table is not None and not running
         self.ui.editInSegmentEditorButton.enabled = segmentation is not None and not running
@@ -335,7 +314,7 @@ class BoneMetSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updatePatientSummary(self):
         pn = self._parameterNode
         segmentation = pn.outputSegmentation if pn else None
-        if segmentation is None or tableOf(segmentation) is None:
+        if segmentation is None or table_of(segmentation) is None:
             self.ui.patientProbabilityLabel.text = "-"
             self.ui.verdictLabel.text = "-"
             return
@@ -366,7 +345,7 @@ class BoneMetSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Not started: Python requirements are missing."
             return
         with slicer.util.tryWithErrorDisplay("BoneMetSeg could not start.", waitCursor=True):
-            self._run = self.logic.start(pn.inputVolume, runOptions(pn))
+            self._run = self.logic.start(pn.inputVolume, RunOptions.from_parameter_node(pn))
         if self._run is None:
             return
         self.ui.statusLabel.text = "Starting..."
@@ -523,7 +502,7 @@ class BoneMetSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Centre the slice views on the lesion and select its segment."""
         pn = self._parameterNode
         segmentation = pn.outputSegmentation
-        table = tableOf(segmentation)
+        table = table_of(segmentation)
         if table is None:
             return
         segmentId = self._segmentIdOfIndex(table, index)
@@ -545,7 +524,8 @@ class BoneMetSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         pn = self._parameterNode
         segmentation = pn.outputSegmentation
         with slicer.util.tryWithErrorDisplay("Re-scoring failed.", waitCursor=True):
-            updated = self.logic.rescore_edited(pn.inputVolume, segmentation, tableOf(segmentation), runOptions(pn))
+            updated = self.logic.rescore_edited(pn.inputVolume, segmentation, table_of(segmentation),
+                                                RunOptions.from_parameter_node(pn))
             self.ui.statusLabel.text = (f"Re-scored {len(updated)} edited lesion" + ("" if len(updated) == 1 else "s") + "."
                                         if updated else "No edited lesion to re-score.")
         self.updatePatientSummary()
@@ -669,7 +649,7 @@ class BoneMetSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(widget.ui.applyButton.text, APPLY_TEXT)
         segmentation = pn.outputSegmentation
         self.assertIsNotNone(segmentation, widget.ui.statusLabel.text)
-        table = tableOf(segmentation)
+        table = table_of(segmentation)
         self.assertIsNotNone(table)
         self.assertEqual([table.GetColumnName(c) for c in range(table.GetNumberOfColumns())], TABLE_COLUMNS)
         nSegments = segmentation.GetSegmentation().GetNumberOfSegments()
@@ -689,7 +669,7 @@ class BoneMetSegTest(ScriptedLoadableModuleTest):
         centre = self.bonePointRas(volume)
         manualId = self.addSphereSegment(segmentation, volume, centre)
         self.assertTrue(logic.is_edited(segmentation))
-        updated = logic.rescore_edited(volume, segmentation, table, runOptions(pn))
+        updated = logic.rescore_edited(volume, segmentation, table, RunOptions.from_parameter_node(pn))
         self.assertIn(manualId, updated)
         self.assertEqual(table.GetNumberOfRows(), nSegments + 1)
         self.assertTrue(segmentation.GetSegmentation().GetSegment(manualId).HasTag("BoneMetSeg.LungOriginProbability"))
@@ -726,13 +706,13 @@ class BoneMetSegTest(ScriptedLoadableModuleTest):
         editor.setActiveEffectByName("Bone metastasis (AI)")
         self.assertIsNotNone(editor.activeEffect(), "Segment Editor effect 'Bone metastasis (AI)' not registered")
         before = segmentation.GetSegmentation().GetNumberOfSegments()
-        added = logic.add_lesion_at_point(volume, segmentation, table, centre, runOptions(pn))
+        added = logic.add_lesion_at_point(volume, segmentation, table, centre, RunOptions.from_parameter_node(pn))
         after = segmentation.GetSegmentation().GetNumberOfSegments()
         self.assertEqual(after, before + (1 if added else 0))
         editor.setActiveEffect(None)
 
         self.delayDisplay("A second run does not overwrite the edited segmentation")
-        run = logic.start(volume, runOptions(pn))
+        run = logic.start(volume, RunOptions.from_parameter_node(pn))
         status = run.wait(timeout=self.TIMEOUT_S)
         self.assertEqual(status.state, "done", status.message)
         with self.assertRaises(EditedSegmentationError):

@@ -15,6 +15,7 @@ if find_spec("BoneMetSegLib") is None:  # development checkout: the library sits
 from .dicom_export import DicomExportError  # noqa: E402
 from .export import ExportError  # noqa: E402
 from .logic import BoneMetSegLogic  # noqa: E402
+from .table import table_of  # noqa: E402
 from .types import (  # noqa: E402
     TABLE_COLUMNS,
     BoneMetSegRunError,
@@ -25,5 +26,5 @@ from .types import (  # noqa: E402
 
 __all__ = [
     "BoneMetSegLogic", "RunOptions", "RunStatus", "SegmentationRun", "EditedSegmentationError",
-    "BoneMetSegRunError", "ExportError", "DicomExportError", "TABLE_COLUMNS",
+    "BoneMetSegRunError", "ExportError", "DicomExportError", "TABLE_COLUMNS", "table_of",
 ]

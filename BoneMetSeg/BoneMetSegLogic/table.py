@@ -18,10 +18,16 @@ from .types import (
     ATTR_ORIGIN_THRESHOLD,
     ATTR_PATIENT_ORIGIN,
     ATTR_PATIENT_PROBABILITY,
+    REF_TABLE,
     TABLE_COLUMNS,
 )
 
 _NUMERIC = {"Volume (mL)", "Detection score", "Lung-origin probability"}
+
+
+def table_of(segmentation_node):
+    """The lesion table node that the Logic attached to this segmentation, or None."""
+    return segmentation_node.GetNodeReference(REF_TABLE) if segmentation_node else None
 
 
 def scored_segments(segmentation_node) -> list:

@@ -38,6 +38,23 @@ class RunOptions:
     detection_threshold: Optional[float] = None  # None: the model card's
     origin_threshold: float = 0.5
 
+    @classmethod
+    def from_parameter_node(cls, parameter_node) -> "RunOptions":
+        """The options of the module panel's parameter node; ValueError when a weights file is asked
+        for but not chosen."""
+        model_path = None
+        if parameter_node.useCustomModel:
+            model_path = parameter_node.modelPath.strip()
+            if not model_path:
+                raise ValueError("Choose a weights file (Advanced > Weights file) or uncheck "
+                                 "'Use a weights file' to use the embedded model.")
+        return cls(
+            device=parameter_node.device.value,
+            model_path=model_path,
+            detection_threshold=parameter_node.detectionThreshold or None,
+            origin_threshold=parameter_node.originThreshold,
+        )
+
     def cli_args(self) -> list:
         """The options as ``bonemetseg`` arguments (common to predict and rescore, minus thresholds)."""
         device = "cuda" if str(self.device).lower() == "gpu" else str(self.device).lower()

@@ -75,15 +75,16 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def addLesionAt(self, volumeNode, segmentationNode, pointRas):
         """Run click-to-add at ``pointRas``; returns the new segment ID or None."""
-        import BoneMetSeg
+        import BoneMetSeg  # the panel's parameter node (device, model, thresholds)
+        from BoneMetSegLogic import RunOptions, table_of
 
         parameterNode = BoneMetSeg.getParameterNode()
-        tableNode = BoneMetSeg.tableOf(segmentationNode)
+        tableNode = table_of(segmentationNode)
         self.statusLabel.text = "Segmenting around the click..."
         segmentId = None
         self.scriptedEffect.saveStateForUndo()
         with slicer.util.tryWithErrorDisplay("BoneMetSeg could not add a lesion here.", waitCursor=True):
-            options = BoneMetSeg.runOptions(parameterNode)
+            options = RunOptions.from_parameter_node(parameterNode)
             segmentId = self.logic().add_lesion_at_point(volumeNode, segmentationNode, tableNode, pointRas, options)
         if segmentId:
             segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
