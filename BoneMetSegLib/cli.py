@@ -264,7 +264,8 @@ def _write_outputs(ct, result, outputs: dict, overwrite: bool, guard: SignalGuar
     from .io.write_labelmap import save_labelmap
     from .io.write_seg import save_seg_nrrd
     from .overlay import save_overlay_png
-    from .report import build_report, save_report
+    from .io.write_report import save_report
+    from .report import build_report
 
     if source is not None:
         outputs = outputs_for(result, outputs)
@@ -336,7 +337,7 @@ def _write_rescore(result, source, outputs: dict, overwrite: bool, guard: Signal
 
     from .io.atomic import atomic_group
     from .io.dicom_out import outputs_for, save_dicom_outputs
-    from .report import save_report
+    from .io.write_report import save_report
 
     if source is not None:
         if result.labelmap.GetPixelID() != sitk.sitkUInt16:

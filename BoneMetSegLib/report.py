@@ -1,4 +1,4 @@
-"""The JSON report: build it from a Result, check its schema, write it atomically.
+"""The JSON report: build it from a Result and check its schema (written by ``io.write_report``).
 
 Schema (other tools read these names; see docs/outputs.md)::
 
@@ -20,13 +20,9 @@ Schema (other tools read these names; see docs/outputs.md)::
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from numbers import Integral, Real
-from pathlib import Path
 
-from .io.atomic import atomic_write
 from .result import Result
 from .version import __version__
 from .vocabulary import CLASS_NAMES, DISCLAIMER, NO_LESION, ORIGINS, segment_id
@@ -241,19 +237,4 @@ def validate_report(d: dict) -> None:
         raise ValueError("invalid BoneMetSeg report:\n  " + "\n  ".join(errors))
 
 
-def write_report(result: Result, path: str | os.PathLike, overwrite: bool = False) -> dict:
-    """Build, validate and write the JSON report (indent 2, UTF-8, atomic); returns the dict."""
-    with atomic_write(path, overwrite) as tmp:
-        return save_report(result, tmp)
-
-
-def save_report(result: Result, path: str | os.PathLike) -> dict:
-    """Build, validate and write the report to exactly ``path`` (a temporary file of the caller)."""
-    report = build_report(result)
-    validate_report(report)
-    text = json.dumps(report, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-    Path(path).write_text(text, encoding="utf-8")
-    return report
-
-
-__all__ = ["build_report", "validate_report", "write_report", "save_report", "DISCLAIMER"]
+__all__ = ["build_report", "validate_report", "DISCLAIMER"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from ..errors import BoneMetSegOutputError
+from ..report import build_report
 from ..result import Result
 from .atomic import atomic_group
 from .dicom_source import DicomSource, dicom_source
@@ -26,7 +27,6 @@ def save_dicom_outputs(result: Result, source: DicomSource, temps: dict, report:
     """Write the SEG and/or SR (keys ``dicom_seg`` / ``dicom_sr`` of ``temps``: exact paths, the
     caller's temporary files). ``report``: the JSON report dict (default: built from ``result``);
     ``algorithm_types``: ``{lesion id: "SEMIAUTOMATIC"...}`` for masks a person drew or edited."""
-    from ..report import build_report
     from .dicom_seg import save_dicom_seg
     from .dicom_sr import save_dicom_sr
 

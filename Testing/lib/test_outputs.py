@@ -17,10 +17,11 @@ import BoneMetSegLib.io.write_seg as write_seg_module
 from BoneMetSegLib import BoneMetSegOutputError, __version__
 from BoneMetSegLib.io.atomic import atomic_write
 from BoneMetSegLib.io.write_labelmap import write_labelmap
+from BoneMetSegLib.io.write_report import write_report
 from BoneMetSegLib.io.write_seg import write_seg_nrrd
 from BoneMetSegLib.overlay import write_overlay_png
 from BoneMetSegLib.postprocess.lesions import lesion_records, patient_summary
-from BoneMetSegLib.report import build_report, validate_report, write_report
+from BoneMetSegLib.report import build_report, validate_report
 from BoneMetSegLib.result import Result
 from BoneMetSegLib.vocabulary import ORIGIN_COLORS
 
