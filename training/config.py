@@ -58,6 +58,19 @@ class DataConfig:
     pool_size: int = 8  # cases held in memory per data worker
     refresh_every: int = 20  # batches between replacing one pooled case with another patient
     num_workers: int = 0  # DataLoader worker processes per rank (0: in the training process)
+    # real CT patches with box labels (BLDS layout: CT files + lesions.csv; relative paths are
+    # taken from the shared data folder) mixed into training: each training patch comes from one
+    # of them with probability p_real_patch (training.real_patches; no masks, no origins)
+    real_patches: str | None = None
+    real_patches_exclude: list = field(default_factory=list)  # patch files left out (leave-one-patch-out)
+    p_real_patch: float = 0.0
+
+    def real_patches_dir(self, shared_data: Path) -> Path | None:
+        """The folder of ``real_patches`` (None when unset)."""
+        if not self.real_patches:
+            return None
+        path = Path(self.real_patches)
+        return path if path.is_absolute() else Path(shared_data) / path
 
     def synthetic_config(self) -> SyntheticConfig:
         """The generator settings of a single-config ``synthetic`` (not a mixture)."""
@@ -318,6 +331,7 @@ def _data_problems(cfg: TrainConfig) -> list[str]:
         p.append(f"data.p_foreground must be in [0, 1], not {d.p_foreground}")
     if not 0 <= d.p_hard_negative <= 1:
         p.append(f"data.p_hard_negative must be in [0, 1], not {d.p_hard_negative}")
+    p += _real_patch_problems(cfg)
     if d.hard_negatives and not Path(d.hard_negatives).is_file():
         p.append(f"data.hard_negatives: {d.hard_negatives} not found; make it with python -m training.mine_negatives")
     if not 0 < d.min_visible_fraction <= 1:
@@ -327,6 +341,28 @@ def _data_problems(cfg: TrainConfig) -> list[str]:
             p.append(f"data.{key} must be >= 1")
     if d.num_workers < 0:
         p.append("data.num_workers must be >= 0")
+    return p
+
+
+def _real_patch_problems(cfg: TrainConfig) -> list[str]:
+    """Problems of ``data.real_patches`` / ``p_real_patch``."""
+    d = cfg.data
+    if not _number(d.p_real_patch) or not 0 <= d.p_real_patch < 1:
+        return [f"data.p_real_patch must be in [0, 1), not {d.p_real_patch}"]
+    if d.p_real_patch > 0 and not d.real_patches:
+        return ["data.p_real_patch > 0 but data.real_patches is not set (a folder of CT patches and lesions.csv)"]
+    if not d.real_patches:
+        return []
+    folder = d.real_patches_dir(cfg.shared_data_dir())
+    if not (folder / "lesions.csv").is_file():
+        return [f"data.real_patches: {folder / 'lesions.csv'} not found (BLDS layout: CT patches + lesions.csv)"]
+    from .evaluate import read_blds
+
+    names = set(read_blds(folder))
+    p = [f"data.real_patches_exclude: {n} is not a patch of {folder}" for n in d.real_patches_exclude
+         if n not in names]
+    if not names - set(d.real_patches_exclude):
+        p.append("data.real_patches_exclude leaves no real patch to train on")
     return p
 
 

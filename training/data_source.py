@@ -10,6 +10,8 @@
   exactly, whatever the number of DataLoader workers (worker ``w`` makes batches
   ``start + w, start + w + W, ...``, the order in which the DataLoader returns them).
 * ``validation_batches``: the fixed validation batches (no augmentation), split over ranks.
+* Real patches with box labels (``data.real_patches``, ``training.real_patches``) join the
+  training patches with probability ``data.p_real_patch``; they never enter validation.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .config import TrainConfig
 from .engine import TrainingCase, case_stats
 from .hosts import canonical_1mm, load_host
 from .patches import choose_patch_start, crop_patch, mask_to_box
+from .real_patches import draw_unknown_origins, load_box_cases
 from .synthetic import plant_lesions
 
 
@@ -69,6 +72,7 @@ class CaseSource:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self._hard = None
+        self._real: list | None = None
         d = cfg.data
         if d.source == "synthetic":
             self.kind = "synthetic"
@@ -110,10 +114,20 @@ class CaseSource:
         return self._dataset_case(key)
 
     def preload(self) -> None:
-        """Load the training hosts now (DataLoader workers forked later share them)."""
+        """Load the training hosts and real patches now (DataLoader workers forked later share them)."""
         if self.kind == "synthetic":
             for name in self.host_names:
                 self.host(name)
+        self.real_cases()
+
+    def real_cases(self) -> list:
+        """The real box-labelled training patches (``data.real_patches`` less the excluded ones)."""
+        if self._real is None:
+            d = self.cfg.data
+            folder = d.real_patches_dir(self.cfg.shared_data_dir())
+            self._real = (load_box_cases(folder, d.real_patches_exclude, self.cfg.preprocess)
+                          if folder is not None and d.p_real_patch > 0 else [])
+        return self._real
 
     def host(self, name):
         """The training host CT of this name (loaded once)."""
@@ -174,6 +188,11 @@ class CaseSource:
                                    "setting drawn with default_rng([seed, i, 1]))")
         else:
             rec["cases"] = {part: self.cases_of(p) for part, p in self.split.to_dict().items()}
+        if self.real_cases():
+            rec["real_patches"] = {"folder": str(d.real_patches_dir(self.cfg.shared_data_dir())),
+                                   "train": [c.name for c in self.real_cases()],
+                                   "excluded": list(d.real_patches_exclude), "p_real_patch": d.p_real_patch,
+                                   "labels": "boxes only: ellipsoid masks, origin drawn at random per patch"}
         return rec
 
 
@@ -207,11 +226,12 @@ def training_sample(case: TrainingCase, cfg: TrainConfig, rng: np.random.Generat
     size = tuple(d.patch_size)
     use_aug = augment and a.enabled
     ctx = context_size(size, a.rotate_deg, a.scale[0]) if use_aug and a.p_affine > 0 else size
-    start = choose_patch_start(case.image_hu.shape, case.labels, case.lesions, size, rng,
+    lesions = draw_unknown_origins(case.lesions, rng)
+    start = choose_patch_start(case.image_hu.shape, case.labels, lesions, size, rng,
                                d.p_foreground, bone=case.bone, image_hu=case.image_hu,
                                hard_negatives=case.hard_negatives, p_hard=d.p_hard_negative)
     start = tuple(s - (c - k) // 2 for s, c, k in zip(start, ctx, size))
-    cut = crop_patch(case.image_hu, case.labels, case.lesions, start, ctx, d.min_visible_fraction)
+    cut = crop_patch(case.image_hu, case.labels, lesions, start, ctx, d.min_visible_fraction)
     aug = augment_patch(cut.hu, cut.masks, cut.classes, size, a if use_aug else _NO_AUGMENT, rng,
                         d.min_visible_fraction)
     patch = augment_intensity(aug.hu, a, rng) if use_aug else aug.hu
@@ -247,9 +267,16 @@ class PatchStream(IterableDataset):
     def batch(self, i: int) -> tuple[torch.Tensor, list[dict]]:
         """Batch ``i`` of this rank."""
         rng = np.random.default_rng([self.cfg.seed, self.rank, 2, i])
-        slots = self._pool_at(i)
-        return collate([training_sample(slots[int(rng.integers(len(slots)))], self.cfg, rng, True)
+        slots, real = self._pool_at(i), self.source.real_cases()
+        return collate([training_sample(self._draw(slots, real, rng), self.cfg, rng, True)
                         for _ in range(self.batch_size)])
+
+    def _draw(self, slots: list, real: list, rng: np.random.Generator):
+        """The case of one sample: a real patch with probability ``p_real_patch``, else a pooled case
+        (without real patches ``rng`` is drawn from exactly as before they existed)."""
+        if real and rng.random() < self.cfg.data.p_real_patch:
+            return real[int(rng.integers(len(real)))]
+        return slots[int(rng.integers(len(slots)))]
 
     def _pool_at(self, i: int) -> list:
         d = self.cfg.data

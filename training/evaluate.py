@@ -200,13 +200,16 @@ def read_blds(blds_dir: Path) -> dict:
     return {name: np.array(b) for name, b in boxes.items()}
 
 
-def evaluate_blds(model, blds_dir: Path, eval_threshold: float = EVAL_THRESHOLD, max_fp: float = 2.0) -> dict:
+def evaluate_blds(model, blds_dir: Path, eval_threshold: float = EVAL_THRESHOLD, max_fp: float = 2.0,
+                  model_of=None) -> dict:
     """Box-level detection on the real BLDS patches: hits and FPs per patch (at the detection
-    threshold) and how many lesions are found at <= ``max_fp`` false positives per patch."""
+    threshold) and how many lesions are found at <= ``max_fp`` false positives per patch.
+    ``model_of(patch name)``, when given, is the model that predicts that patch (leave-one-patch-out:
+    the model that did not train on it); else ``model`` predicts every patch."""
     det_thr = model.detection_threshold
     patches, matches = [], []
     for name, true_boxes in sorted(read_blds(blds_dir).items()):
-        result = model.predict(Path(blds_dir) / name, threshold=eval_threshold)
+        result = (model_of(name) if model_of else model).predict(Path(blds_dir) / name, threshold=eval_threshold)
         match = detection.match_lesions(*record_boxes(result.lesions), true_boxes)
         matches.append(match)
         at_thr = detection.at_threshold([match], det_thr)
