@@ -76,8 +76,9 @@ def run(config: str, out: Path, init: str | None, extra_sets: list, train_all: b
               "models": {k: str(v) for k, v in models.items()},
               **evaluate_blds(loaded[names[0]], folder, model_of=loaded.__getitem__)}
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "lopo.json", json.dumps(json_ready(report), indent=1))
-    atomic_write(out / "lopo.md", markdown(report))
+    for name, text in (("lopo.json", json.dumps(json_ready(report), indent=1)), ("lopo.md", markdown(report))):
+        with atomic_write(out / name, overwrite=True) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     print(f"leave-one-patch-out: {report['summary']} (wrote {out / 'lopo.md'})", flush=True)
     if train_all:
         train_fold(config, out / "all", [], init, extra_sets)
