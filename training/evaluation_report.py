@@ -78,18 +78,27 @@ def write_markdown(report: dict, path: Path) -> None:
                   f"{blds['at_detection_threshold']['false_positives']} false positives in all.", "",
                   "| patch | true lesions | hits | false positives |", "| --- | --- | --- | --- |"]
         lines += [f"| {p['patch']} | {p['n_true']} | {p['hits']} | {p['false_positives']} |" for p in blds["patches"]]
-        rows = [les for p in blds["patches"] for les in p.get("lesions", [])]
+        rows = blds_lesion_lines(blds["patches"])
         if rows:
-            lines += ["", "| lesion | best hit score | rank in its patch | false positives scoring as high |",
-                      "| --- | --- | --- | --- |"]
-            lines += [f"| {r['lesion']} | {_f(r['score'])} | {r['rank'] or '-'} | "
-                      f"{'-' if r['false_positives_above'] is None else r['false_positives_above']} |" for r in rows]
+            lines += [""] + rows
         lines.append("")
     lines += ["## Cases", "", "| case | patient | true | predicted | hits | FP | DSC | seconds |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {c['case_id']} | {c['patient_id']} | {c['n_true']} | {c['n_predicted']} | {c['hits']} | "
               f"{c['false_positives']} | {_f(c['dsc'])} | {c['seconds']} |" for c in report["cases"]]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def blds_lesion_lines(patches: list) -> list[str]:
+    """The BLDS per-lesion table (score, rank and false positives above it) of ``evaluate_blds``'s
+    patches; no lines when they hold no lesion rows."""
+    rows = [les for p in patches for les in p.get("lesions", [])]
+    if not rows:
+        return []
+    return (["| lesion | best hit score | rank in its patch | false positives scoring as high |",
+             "| --- | --- | --- | --- |"]
+            + [f"| {r['lesion']} | {_f(r['score'])} | {r['rank'] or '-'} | "
+               f"{'-' if r['false_positives_above'] is None else r['false_positives_above']} |" for r in rows])
 
 
 def _group_lines(by_group: dict | None) -> list[str]:

@@ -24,10 +24,11 @@ from pathlib import Path
 
 from BoneMetSegLib.errors import BoneMetSegError
 from BoneMetSegLib.inference.predictor import load_model
-from BoneMetSegLib.io.atomic import atomic_write
+from BoneMetSegLib.io.atomic import atomic_group
 
 from .config import ConfigError, load_config
 from .evaluate import EVAL_THRESHOLD, evaluate_blds, json_ready, read_blds
+from .evaluation_report import blds_lesion_lines
 from .export import export
 
 
@@ -52,14 +53,7 @@ def markdown(report: dict) -> str:
     lines = [f"# Leave-one-patch-out on {report['path']}", "",
              f"Recipe `{report['config']}` from `{report['init']}`; each patch predicted by the model trained "
              f"without it (its last checkpoint), at threshold {report['eval_threshold']:g}.", "",
-             f"**{report['summary']}.**", "",
-             "| lesion | score | rank in its patch | false positives scoring as high |",
-             "| --- | --- | --- | --- |"]
-    for p in report["patches"]:
-        for les in p["lesions"]:
-            score = "none" if les["score"] is None else f"{les['score']:.3f}"
-            lines.append(f"| {les['lesion']} | {score} | {les['rank'] or '-'} | "
-                         f"{'-' if les['false_positives_above'] is None else les['false_positives_above']} |")
+             f"**{report['summary']}.**", ""] + blds_lesion_lines(report["patches"])
     return "\n".join(lines) + "\n"
 
 
@@ -76,9 +70,9 @@ def run(config: str, out: Path, init: str | None, extra_sets: list, train_all: b
               "models": {k: str(v) for k, v in models.items()},
               **evaluate_blds(loaded[names[0]], folder, model_of=loaded.__getitem__)}
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("lopo.json", json.dumps(json_ready(report), indent=1)), ("lopo.md", markdown(report))):
-        with atomic_write(out / name, overwrite=True) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+    with atomic_group({"json": out / "lopo.json", "md": out / "lopo.md"}, overwrite=True) as tmp:
+        tmp["json"].write_text(json.dumps(json_ready(report), indent=1), encoding="utf-8")
+        tmp["md"].write_text(markdown(report), encoding="utf-8")
     print(f"leave-one-patch-out: {report['summary']} (wrote {out / 'lopo.md'})", flush=True)
     if train_all:
         train_fold(config, out / "all", [], init, extra_sets)

@@ -32,6 +32,7 @@ from .config import load_config
 from .evaluate import DEFAULT_BLDS, read_blds
 from .hosts import load_host
 from .lesion_measures import around_box, box_statistics, mask_shape, noise_statistics
+from .real_patches import box_to_voxels
 from .synthetic import SyntheticConfig, plant_lesions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,11 +63,8 @@ def real_lesions(blds_dir: Path) -> list[dict]:
         arr = sitk.GetArrayFromImage(img)
         scan = noise_statistics(arr)
         for k, box in enumerate(boxes):
-            corners = [img.TransformPhysicalPointToContinuousIndex([float(box[a + 3 * i])
-                                                                     for a in range(3)])
-                       for i in (0, 1)]
-            xyz = np.array(corners)
-            lo, hi = xyz.min(0)[::-1], xyz.max(0)[::-1]  # (z, y, x)
+            zyx = box_to_voxels(img, box)
+            lo, hi = zyx[:3], zyx[3:]
             rows.append({"name": f"{name.split('.')[0]}.{k + 1}", "setting": "real",
                          "kind": "real", "site": "", **box_statistics(arr, lo, hi), **scan,
                          "crop": crops(arr, (lo + hi) / 2, (lo, hi))})

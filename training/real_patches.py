@@ -31,12 +31,12 @@ from .hosts import canonical_1mm
 
 
 def box_to_voxels(image: sitk.Image, box_lps) -> np.ndarray:
-    """An LPS mm box ``[x0, y0, z0, x1, y1, z1]`` as voxel bounds ``[z0, y0, x0, z1, y1, x1]``
-    (continuous, min inclusive, max exclusive) of ``image``'s array."""
+    """An LPS mm box ``[x0, y0, z0, x1, y1, z1]`` as continuous voxel indices ``[z0, y0, x0, z1,
+    y1, x1]`` of ``image``'s array (index i is voxel i's centre; add 0.5 for voxel edges)."""
     corners = [image.TransformPhysicalPointToContinuousIndex([float(v) for v in box_lps[i:i + 3]])
                for i in (0, 3)]
-    idx = np.array(corners)[:, ::-1] + 0.5  # (x, y, z) voxel centres -> (z, y, x) voxel edges
-    return np.r_[idx.min(0), idx.max(0)]
+    xyz = np.array(corners)
+    return np.r_[xyz.min(0)[::-1], xyz.max(0)[::-1]]
 
 
 def ellipsoid_labels(shape: tuple, boxes_vox: np.ndarray) -> np.ndarray:
@@ -66,7 +66,7 @@ def load_box_cases(folder: Path, exclude=(), preprocess: PreprocessConfig | None
     for name in sorted(set(boxes) - set(exclude)):
         image = canonical_1mm(sitk.ReadImage(str(Path(folder) / name)))
         image_hu = sitk.GetArrayFromImage(image).astype(np.float32)
-        boxes_vox = np.array([box_to_voxels(image, b) for b in boxes[name]])
+        boxes_vox = np.array([box_to_voxels(image, b) for b in boxes[name]]) + 0.5  # voxel edges
         labels = ellipsoid_labels(image_hu.shape, boxes_vox)
         lesions = []
         for k in range(1, len(boxes_vox) + 1):
