@@ -217,6 +217,17 @@ SECTIONS = {
 }
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``["optim.lr=3e-4", "data.hosts=[abdomen]"]`` -> ``{"optim.lr": 0.0003, ...}`` (YAML values)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     """Read and validate a YAML config; ``overrides`` = ``{"section.key": value}``."""
     path = Path(path)

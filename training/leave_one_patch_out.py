@@ -26,7 +26,7 @@ from BoneMetSegLib.errors import BoneMetSegError
 from BoneMetSegLib.inference.predictor import load_model
 from BoneMetSegLib.io.atomic import atomic_group
 
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, parse_overrides
 from .evaluate import EVAL_THRESHOLD, evaluate_blds, json_ready, read_blds
 from .evaluation_report import blds_lesion_lines
 from .export import export
@@ -58,7 +58,7 @@ def markdown(report: dict) -> str:
 
 
 def run(config: str, out: Path, init: str | None, extra_sets: list, train_all: bool) -> dict:
-    cfg = load_config(config)
+    cfg = load_config(config, parse_overrides(extra_sets))  # the folds train with these sets too
     folder = cfg.data.real_patches_dir(cfg.shared_data_dir())
     if folder is None or cfg.data.p_real_patch <= 0:
         raise ConfigError(f"{config}: set data.real_patches and data.p_real_patch > 0 to train on real patches")

@@ -30,7 +30,7 @@ from BoneMetSegLib.errors import BoneMetSegError
 from BoneMetSegLib.inference.predictor import load_model
 from BoneMetSegLib.io.atomic import atomic_write
 
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, parse_overrides
 from .data_source import CaseSource, DataSourceError
 from .evaluate import record_boxes, true_lesions
 from .hosts import canonical_1mm
@@ -92,8 +92,6 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     try:
-        from .train import parse_overrides
-
         # the config's own data.hard_negatives plays no part in mining (it may be the file this
         # run writes, for a config that trains on what its starting weights got wrong)
         cfg = load_config(args.config, {**parse_overrides(args.set), "data.hard_negatives": None})

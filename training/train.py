@@ -37,7 +37,7 @@ from BoneMetSegLib.model import MaskRCNN3D
 
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint, set_rng_states, unwrap
-from .config import ConfigError, TrainConfig, load_config
+from .config import ConfigError, TrainConfig, load_config, parse_overrides
 from .data_source import CaseSource, DataSourceError, PatchStream, train_loader, validation_batches
 from .engine import targets_to
 from .train_state import ALL_EPOCHS_DONE, TrainState
@@ -424,17 +424,6 @@ def plot_losses(log_path: Path, png_path: Path) -> Path | None:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return png_path
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """``["optim.lr=3e-4", "data.hosts=[abdomen]"]`` -> ``{"optim.lr": 0.0003, ...}`` (YAML values)."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def main(argv=None) -> int:

@@ -13,6 +13,7 @@ from BoneMetSegLib.vocabulary import ORIGINS
 from training.config import REPO_ROOT, ConfigError, load_config
 from training.data_source import CaseSource
 from training.real_patches import draw_unknown_origins, ellipsoid_labels, load_box_cases
+from training.leave_one_patch_out import main as leave_one_patch_out
 from training.train import run
 
 CONFIGS = REPO_ROOT / "training" / "configs"
@@ -20,11 +21,14 @@ ORIGIN_LPS = (10.0, -20.0, 5.0)
 
 
 def write_patches(folder, boxes_by_patch):
-    """Patches of 40 x 44 x 48 voxels (x, y, z; 1 mm, origin ORIGIN_LPS) and a lesions.csv of LPS boxes."""
+    """Patches of 40 x 44 x 48 voxels (x, y, z; 1 mm, origin ORIGIN_LPS; bone-like 300 +- 20 HU
+    beside a slab of air) and a lesions.csv of LPS boxes."""
     folder.mkdir()
     rows = []
+    rng = np.random.default_rng(1)
     for name, boxes in boxes_by_patch.items():
-        hu = np.full((48, 44, 40), 300, np.int16)
+        hu = rng.normal(300, 20, (48, 44, 40)).astype(np.int16)
+        hu[:, :, :2] = -1000
         image = sitk.GetImageFromArray(hu)
         image.SetOrigin(ORIGIN_LPS)
         sitk.WriteImage(image, str(folder / name))
@@ -88,9 +92,9 @@ def test_real_patch_settings_are_checked(tmp_path):
                                             "data.real_patches_exclude": ["a.nii.gz"]})
 
 
-def test_a_run_mixes_real_patches_into_training_only(tmp_path):
+def write_cases(data):
+    """Three one-lesion cases (format A) of three patients: a lytic cube in a bone cube."""
     rng = np.random.default_rng(0)
-    data = tmp_path / "cases"
     for i, patient in enumerate(["p1", "p2", "p3"]):
         hu = (rng.normal(0, 10, (48, 48, 48)) - 100).astype(np.int16)
         hu[8:40, 8:40, 8:40] = 500
@@ -98,6 +102,11 @@ def test_a_run_mixes_real_patches_into_training_only(tmp_path):
         labels[18:30, 18:30, 18:30] = 1
         hu[labels == 1] = 40
         write_case(data, f"case{i}", sitk.GetImageFromArray(hu), labels, {1: "lung"}, patient_id=patient)
+
+
+def test_a_run_mixes_real_patches_into_training_only(tmp_path):
+    data = tmp_path / "cases"
+    write_cases(data)
     write_patches(tmp_path / "real", {"a.nii.gz": [((14.5, -10.5, 20.5), (12, 8, 10))],
                                       "b.nii.gz": [((12.5, -17.5, 8.5), (6, 6, 6))]})
     cfg = load_config(CONFIGS / "tiny.yaml", {
@@ -111,3 +120,34 @@ def test_a_run_mixes_real_patches_into_training_only(tmp_path):
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert split["real_patches"]["train"] == ["real-a"] and split["real_patches"]["excluded"] == ["b.nii.gz"]
     assert all(not key.startswith("real-") for part in split["cases"].values() for key in part)
+
+
+def test_leave_one_patch_out_predicts_each_patch_with_the_fold_that_never_saw_it(tmp_path, capsys):
+    write_cases(tmp_path / "cases")
+    write_patches(tmp_path / "real", {"a.nii.gz": [((14.5, -10.5, 20.5), (12, 8, 10))],
+                                      "b.nii.gz": [((12.5, -17.5, 8.5), (6, 6, 6)), ((30.5, 10.5, 30.5), (8, 8, 8))]})
+    sets = ["data.source=dataset", f"data.dataset_dir={tmp_path / 'cases'}", f"data.real_patches={tmp_path / 'real'}",
+            "data.p_real_patch=0.5", "schedule.max_steps=1"]
+    out = tmp_path / "lopo"
+    argv = ["--config", str(CONFIGS / "tiny.yaml"), "--out", str(out), *[a for s in sets for a in ("--set", s)]]
+    assert leave_one_patch_out([*argv, "--all"]) == 0
+
+    def real_patches_of(run_dir):
+        return json.loads((run_dir / "split.json").read_text())["real_patches"]
+    assert real_patches_of(out / "fold-a") == {**real_patches_of(out / "fold-a"), "train": ["real-b"], "excluded": ["a.nii.gz"]}
+    assert real_patches_of(out / "fold-b")["train"] == ["real-a"]
+    assert real_patches_of(out / "all")["train"] == ["real-a", "real-b"] and (out / "all" / "model.pt").is_file()
+    report = json.loads((out / "lopo.json").read_text())
+    assert report["models"] == {"a.nii.gz": str(out / "fold-a" / "model.pt"), "b.nii.gz": str(out / "fold-b" / "model.pt")}
+    assert [p["patch"] for p in report["patches"]] == ["a.nii.gz", "b.nii.gz"] and report["n_lesions"] == 3
+    assert [row["lesion"] for p in report["patches"] for row in p["lesions"]] == ["a.1", "b.1", "b.2"]
+    assert report["summary"] in (out / "lopo.md").read_text()
+
+    # a fold that has its model is not trained again
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")}
+    assert leave_one_patch_out(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/model.pt")} == stamps
+    assert "training.train" not in capsys.readouterr().out.split("leave-one-patch-out:")[-1]
+
+    assert leave_one_patch_out(["--config", str(CONFIGS / "tiny.yaml"), "--out", str(tmp_path / "none")]) == 2
+    assert "set data.real_patches and data.p_real_patch > 0" in capsys.readouterr().err
