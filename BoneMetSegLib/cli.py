@@ -69,9 +69,18 @@ def _dispatch(argv, guard: SignalGuard) -> int:
 
         print(fetch_sample(args.name, Path(args.cache_dir) if args.cache_dir else None))
         return 0
+    _import_torch(guard)
     if args.command == "rescore":
         return _rescore(args, guard)
     return _predict(args, guard)
+
+
+def _import_torch(guard: SignalGuard) -> None:
+    """Import torch with signals held back: its C++ start-up runs Python code, and the handler's
+    exception raised there aborts the process (SIGABRT) instead of reaching ``main``; a signal that
+    came during the import is raised right after it."""
+    with guard.held():
+        import torch  # noqa: F401
 
 
 def _info(args) -> int:
