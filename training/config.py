@@ -228,15 +228,31 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    """Read and validate a YAML config; ``overrides`` = ``{"section.key": value}``."""
-    path = Path(path)
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"training config {path} not found; see training/configs/ for examples")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+
+
+def load_augment(path: str | Path) -> "AugmentConfig":
+    """Only the ``augment`` section of a recipe, validated (what a measurement of the training
+    images needs; the recipe's data files, such as mined negatives, need not exist)."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    augment = _section(AugmentConfig, raw.get("augment") or {}, "augment", str(path))
+    problems = _augment_problems(augment)
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    return augment
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read and validate a YAML config; ``overrides`` = ``{"section.key": value}``."""
+    path = Path(path)
+    raw = _read_yaml(path)
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, last = dotted.split(".")

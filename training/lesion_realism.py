@@ -28,7 +28,7 @@ import SimpleITK as sitk
 from BoneMetSegLib.io.atomic import atomic_write
 
 from .augment import augment_intensity
-from .config import load_config
+from .config import load_augment
 from .evaluate import DEFAULT_BLDS, read_blds
 from .hosts import load_host
 from .lesion_measures import around_box, box_statistics, mask_shape, noise_statistics
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
         return 2
     real = real_lesions(blds)
     hosts = [load_host(h, shared_data=Path(args.shared_data)) for h in args.hosts.split(",")]
-    augment = load_config(args.config).augment
+    augment = load_augment(args.config)
     settings = args.settings.split(",")
     if CHECKED_SETTING not in settings:
         print(f"lesion_realism: error: --settings must include {CHECKED_SETTING}", file=sys.stderr)

@@ -63,3 +63,20 @@ def test_coverage_names_each_real_value_outside_the_generated_range():
     assert coverage([inside], generated) == []
     (line,) = coverage([outside], generated)
     assert line.startswith("b contrast_hu 600.0 outside")
+
+
+def test_the_report_reads_only_the_augmentation_of_a_recipe(tmp_path):
+    """The report measures what the network sees after the recipe's intensity augmentation; a
+    recipe whose mined negatives were never made (a clean checkout) still gives it."""
+    from training.config import ConfigError, load_augment, load_config
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data:\n  hard_negatives: runs/none_such.json\n"
+                      "augment:\n  p_intensity: 0.7\n  contrast: [0.8, 1.2]\n")
+    with pytest.raises(ConfigError, match="none_such.json not found"):
+        load_config(recipe)
+    augment = load_augment(recipe)
+    assert augment.p_intensity == 0.7 and tuple(augment.contrast) == (0.8, 1.2)
+    recipe.write_text("augment:\n  p_intensity: 1.5\n")
+    with pytest.raises(ConfigError, match="p_intensity"):
+        load_augment(recipe)
