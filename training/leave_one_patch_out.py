@@ -51,7 +51,9 @@ def train_fold(config: str, run_dir: Path, exclude: list, init: str | None, extr
 def markdown(report: dict) -> str:
     """The report as Markdown."""
     lines = [f"# Leave-one-patch-out on {report['path']}", "",
-             f"Recipe `{report['config']}` from `{report['init']}`; each patch predicted by the model trained "
+             f"Recipe `{report['config']}`"
+             + "".join(f" `--set {item}`" for item in report.get("sets") or [])
+             + f" from `{report['init']}`; each patch predicted by the model trained "
              f"without it (its last checkpoint), at threshold {report['eval_threshold']:g}.", "",
              f"**{report['summary']}.**", ""] + blds_lesion_lines(report["patches"])
     return "\n".join(lines) + "\n"

@@ -143,6 +143,7 @@ def test_leave_one_patch_out_predicts_each_patch_with_the_fold_that_never_saw_it
     assert [p["patch"] for p in report["patches"]] == ["a.nii.gz", "b.nii.gz"] and report["n_lesions"] == 3
     assert [row["lesion"] for p in report["patches"] for row in p["lesions"]] == ["a.1", "b.1", "b.2"]
     assert report["summary"] in (out / "lopo.md").read_text()
+    assert "`--set data.p_real_patch=0.5`" in (out / "lopo.md").read_text()  # the recipe as it ran
 
     # a fold that has its model is not trained again
     assert "training.train" in capsys.readouterr().out  # the first run printed each fold's command
