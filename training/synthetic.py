@@ -36,6 +36,9 @@ from .hosts import Host, NoiseModel
 from .morphology import binary_dilate, binary_erode, connected_components, gaussian_blur
 
 KINDS = ("lytic", "blastic", "mixed")
+BONE_DENSITY_KNEE_HU = 100.0  # ``bone_density`` scales the HU above this (bone, not soft tissue) ...
+BONE_DENSITY_MARGIN_MM = 3  # ... within this distance of the bone mask ...
+CANCELLOUS_TOP_HU = 700.0  # ... up to this (cancellous bone); denser voxels are shifted with it
 
 
 def _default_origin_probs() -> dict:
@@ -82,6 +85,10 @@ class SyntheticConfig(DictConfig):
     deform_scale: float = 0.5  # size of the deformation bumps, fraction of the radius
     n_lobes: tuple = (0, 3)  # inclusive
     lobe_radius: tuple = (0.3, 0.55)  # fraction of the radius
+    # host: the patient's bone density. The HU above BONE_DENSITY_KNEE_HU are scaled by a factor
+    # drawn here (None: the host as it is); the host CTs are of osteopenic elderly patients
+    # (vertebral bodies 90-165 HU), real patients' bone is often denser
+    bone_density: tuple | None = None
     # placement
     bone_extend_mm: int = 2  # dense voxels this close to the bone mask count as bone ...
     bone_extend_hu: float = 250.0  # ... when above this
@@ -138,7 +145,8 @@ class SyntheticConfig(DictConfig):
         above the bone it replaces, partial as well as full lytic loss, log-normal sizes
         (equivalent diameter median 14.8 mm, p10 7.4, p90 29: the ULS23 bone-lesion volumes),
         elongated shapes, sharp to ill-defined edges, lesions against the cortex and under
-        endplates, expansile rimmed lytic lesions of ribs and flat bones, every skeletal site."""
+        endplates, expansile rimmed lytic lesions of ribs and flat bones, every skeletal site,
+        hosts' bone 0.9-2.2x as dense (real patches' bone around lesions: 196-332 HU)."""
         return cls(
             n_lesions=(1, 4),
             kind_probs={"lung": {"lytic": 0.7, "blastic": 0.1, "mixed": 0.2},
@@ -156,7 +164,7 @@ class SyntheticConfig(DictConfig):
             p_expansile={"rib": 0.6, "pelvis": 0.25, "scapula": 0.3, "sternum": 0.3,
                          "clavicle": 0.3, "other_bone": 0.1},
             blastic_edge_mm=(0.5, 3.0), blastic_contrast_hu=(50.0, 400.0),
-            blastic_texture=(0.1, 0.3), blastic_texture_mm=1.0,
+            blastic_texture=(0.1, 0.3), blastic_texture_mm=1.0, bone_density=(0.9, 2.2),
         )
 
     @classmethod
@@ -166,7 +174,7 @@ class SyntheticConfig(DictConfig):
         base = cls.realistic()
         return replace(base, kind_probs={"lung": {"blastic": 1.0}, "other": {"blastic": 1.0}},
                        diameter_mm=(10.0, 30.0), blastic_contrast_hu=(100.0, 200.0),
-                       p_expansile={})
+                       p_expansile={}, bone_density=None)  # the bench stays as first made
 
     @classmethod
     def preset(cls, name: str) -> "SyntheticConfig":
@@ -207,6 +215,9 @@ def plant_lesions(
     origin, kinds = draw_patient(rng, cfg, n_lesions, origin)
 
     image = host.image_hu.astype(np.float32, copy=True)
+    if cfg.bone_density is not None:
+        factor = rng.uniform(*cfg.bone_density)
+        image = scale_bone_density(image, host.near_bone(BONE_DENSITY_MARGIN_MM), factor)
     labels = np.zeros(image.shape, np.uint16)
     noise = host.get_noise()
     lesions: list[dict] = []
@@ -228,6 +239,19 @@ def plant_lesions(
                 lesions.append(planted)
                 break
     return image, labels, lesions
+
+
+def scale_bone_density(image_hu: np.ndarray, near_bone: np.ndarray, factor: float) -> np.ndarray:
+    """``image_hu`` (float32, changed in place and returned) with the HU above
+    ``BONE_DENSITY_KNEE_HU`` in ``near_bone`` (the bone and a margin: its partial-volume edge)
+    scaled by ``factor`` about the knee up to ``CANCELLOUS_TOP_HU`` and shifted with it above (the
+    cortex keeps its range): a denser or thinner skeleton; soft tissue, fat and contrast-filled
+    vessels away from the bone unchanged."""
+    above = near_bone & (image_hu > BONE_DENSITY_KNEE_HU)
+    knee, top = BONE_DENSITY_KNEE_HU, CANCELLOUS_TOP_HU
+    hu = image_hu[above]
+    image_hu[above] = knee + np.float32(factor) * (np.minimum(hu, top) - knee) + np.maximum(hu - top, 0)
+    return image_hu
 
 
 def draw_patient(
@@ -389,7 +413,9 @@ def _lesion_hu(img, w_l, w_b, b, bon, keep, kind, expansile: bool, noise: NoiseM
     field = noise.sample(img.shape, rng)
     t_l = rng.uniform(*cfg.lytic_hu) + field
     if cfg.lytic_loss is not None:
-        w_l = w_l * np.float32(rng.uniform(*cfg.lytic_loss))
+        loss = rng.uniform(*cfg.lytic_loss)  # drawn for every lesion: the same stream either way
+        if not expansile:  # an expansile lesion has destroyed the bone it grew out of
+            w_l = w_l * np.float32(loss)
     level, relative = _sclerosis_level(kind, expansile, rng, cfg)
     texture = rng.uniform(*cfg.blastic_texture) * smooth_noise(img.shape, cfg.blastic_texture_mm,
                                                                rng)

@@ -481,6 +481,51 @@ def test_expansile_lesions_grow_out_of_the_bone_under_a_dense_rim():
     assert np.median(image[rim]) > 250.0 + 100.0 > np.median(image[core])
 
 
+def test_an_expansile_lesion_loses_all_of_the_bone_whatever_the_partial_loss_setting():
+    host = toy_host((56, 56, 56))
+    host.image_hu[host.bone] = 250.0
+    common = dict(diameter_mm=(16.0, 18.0), diameter_core_mm=(16.0, 18.0), expansile_mm=(4, 4),
+                  rim_mm=(1.5, 1.5), rim_contrast_hu=(300.0, 300.0), lytic_hu=(40.0, 40.0),
+                  lytic_residual_bone=(0.0, 0.0), p_subcortical=1.0, subcortical_mm=3,
+                  min_contrast_hu=30.0, lytic_loss=(0.5, 0.5))
+    cores = {}
+    for p_exp in (0.0, 1.0):
+        image, labels, lesions = plant_lesions(host, 1, 1, one_kind(
+            "lytic", p_expansile={"other_bone": p_exp}, **common))
+        (les,) = lesions
+        core = (labels > 0) & ~binary_dilate(labels == 0, 3) & host.bone
+        cores[les["form"]] = float(np.median(image[core]))
+    assert cores["plain"] == pytest.approx(145.0, abs=25.0)  # half the bone lost: 250 + 0.5 (40 - 250)
+    assert cores["expansile"] == pytest.approx(40.0, abs=20.0)  # all of it
+
+
+def test_bone_density_scales_the_bone_and_leaves_soft_tissue_and_far_vessels_alone():
+    from training.synthetic import scale_bone_density
+
+    host = toy_host((48, 48, 48))  # soft tissue 40 HU, bone 200 HU
+    host.image_hu[20:24, 20:24, 20:24] = 1000.0  # cortex-like voxels inside the bone
+    host.image_hu[1:3, 1:3, 1:3] = 300.0  # a contrast-filled vessel far from the bone
+    image = scale_bone_density(host.image_hu.copy(), host.near_bone(3), 1.5)
+    assert image[30, 30, 30] == pytest.approx(250.0)  # 100 + 1.5 (200 - 100)
+    assert image[21, 21, 21] == pytest.approx(1000.0 + 0.5 * 600.0)  # cortex shifted with 700 HU
+    assert image[2, 2, 2] == 300.0 and image[5, 30, 30] == 40.0  # vessel, soft tissue
+    # in plant_lesions: the whole skeleton of the patient, each patient its own factor
+    cfg = one_kind("blastic", bone_density=(1.2, 2.0), diameter_mm=(6.0, 8.0),
+                   diameter_core_mm=(6.0, 8.0), blastic_contrast_hu=(300.0, 300.0))
+    far = host.image_hu.copy()
+    densities = set()
+    for seed in range(3):
+        image, labels, _ = plant_lesions(host, 1, seed, cfg)
+        away = host.bone & ~binary_dilate(labels > 0, 9) & (far == 200.0)
+        values = np.unique(image[away])
+        assert len(values) == 1 and 200.0 * 1.2 - 20 < values[0] <= 100 + 2.0 * 100
+        densities.add(round(float(values[0]), 3))
+        soft = (far == 40.0) & ~binary_dilate(labels > 0, 9)
+        assert np.array_equal(image[soft], far[soft])
+    assert len(densities) == 3
+    assert np.array_equal(host.image_hu, far)  # the host itself is never changed
+
+
 def test_subcortical_centres_lie_near_the_bone_surface():
     host = toy_host((64, 64, 64))  # bone 8..56: its surface is 24 voxels from the centre
     cfg = one_kind("blastic", diameter_mm=(5.0, 6.0), diameter_core_mm=(5.0, 6.0),

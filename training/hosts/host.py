@@ -29,6 +29,7 @@ class Host:
     noise: NoiseModel | None = None  # CT noise of this scan (estimate_noise); lazy
     bone_ids: np.ndarray | None = None  # uint16: which bone (vertebra, rib...), 0 unknown
     _site_index: dict = field(default_factory=dict, repr=False, compare=False)
+    _near_bone: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple:
@@ -50,6 +51,14 @@ class Host:
                 flat = np.flatnonzero(self.site_labels == SITE_CODES[site])
             self._site_index[site] = flat
         return self._site_index[site]
+
+    def near_bone(self, mm: int) -> np.ndarray:
+        """The bone mask dilated by ``mm`` voxels (cached)."""
+        if mm not in self._near_bone:
+            from ..morphology import binary_dilate
+
+            self._near_bone[mm] = binary_dilate(self.bone, mm)
+        return self._near_bone[mm]
 
     def get_noise(self) -> "NoiseModel":
         if self.noise is None:
