@@ -80,3 +80,18 @@ def test_the_report_reads_only_the_augmentation_of_a_recipe(tmp_path):
     recipe.write_text("augment:\n  p_intensity: 1.5\n")
     with pytest.raises(ConfigError, match="p_intensity"):
         load_augment(recipe)
+
+
+@pytest.mark.parametrize("centre", [(0, 0, 0), (59, 69, 79), (30, 35, 40), (5, 60, 3)])
+def test_picture_crops_are_small_copies_padded_with_air(centre):
+    """A crop that were a view would keep the whole image alive, one per lesion row (the report
+    ran out of memory with 16 patients per host)."""
+    from training.lesion_realism import crops
+
+    image = np.random.default_rng(0).normal(size=(60, 70, 80)).astype(np.float32)
+    got = crops(image, np.array(centre, float), (np.zeros(3), np.ones(3)))
+    padded = np.pad(image, 24, constant_values=-1000)
+    z, y, x = np.array(centre) + 24
+    assert got["axial"].base is None and got["coronal"].base is None
+    assert np.array_equal(got["axial"], padded[z, y - 24:y + 24, x - 24:x + 24])
+    assert np.array_equal(got["coronal"], padded[z - 24:z + 24, y, x - 24:x + 24])
