@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument("--blds", default=str(DEFAULT_BLDS))
     parser.add_argument("--shared-data", default=str(DEFAULT_BLDS.parent))
     parser.add_argument("--hosts", default="abdomen,chest,lumbar")
-    parser.add_argument("--patients", type=int, default=8, help="per host and setting")
+    parser.add_argument("--patients", type=int, default=16, help="per host and setting")
     parser.add_argument("--config", default=str(REPO / "training" / "configs" / "cpu_real.yaml"),
                         help="training recipe whose intensity augmentation the noise includes")
     parser.add_argument("--out-md", default=str(REPO / "docs" / "lesion_realism.md"))
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
     generated = {s: generated_lesions(s, hosts, args.patients, augment) for s in settings}
     problems = coverage(real, generated[CHECKED_SETTING])
     command = "python -m training.lesion_realism" + (
-        f" --patients {args.patients}" if args.patients != 8 else "") + (
+        f" --patients {args.patients}" if args.patients != 16 else "") + (
         f" --config {args.config}" if Path(args.config).name != "cpu_real.yaml" else "")
     text = markdown(real, generated, problems, command)
     print(text)
