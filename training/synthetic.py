@@ -33,12 +33,11 @@ from BoneMetSegLib.dict_config import DictConfig
 from BoneMetSegLib.vocabulary import ORIGIN_CLASS, ORIGINS
 
 from .hosts import Host, NoiseModel
+from .lesion_measures import CANCELLOUS_HU
 from .morphology import binary_dilate, binary_erode, connected_components, gaussian_blur
 
 KINDS = ("lytic", "blastic", "mixed")
-BONE_DENSITY_KNEE_HU = 100.0  # ``bone_density`` scales the HU above this (bone, not soft tissue) ...
-BONE_DENSITY_MARGIN_MM = 3  # ... within this distance of the bone mask ...
-CANCELLOUS_TOP_HU = 700.0  # ... up to this (cancellous bone); denser voxels are shifted with it
+BONE_DENSITY_MARGIN_MM = 3  # ``bone_density`` scales the cancellous range within this of the bone
 
 
 def _default_origin_probs() -> dict:
@@ -85,8 +84,8 @@ class SyntheticConfig(DictConfig):
     deform_scale: float = 0.5  # size of the deformation bumps, fraction of the radius
     n_lobes: tuple = (0, 3)  # inclusive
     lobe_radius: tuple = (0.3, 0.55)  # fraction of the radius
-    # host: the patient's bone density. The HU above BONE_DENSITY_KNEE_HU are scaled by a factor
-    # drawn here (None: the host as it is); the host CTs are of osteopenic elderly patients
+    # host: the patient's bone density. The cancellous range near the bone is scaled by a factor
+    # drawn here (None: the host as it is; ``scale_bone_density``); the host CTs are of osteopenic elderly patients
     # (vertebral bodies 90-165 HU), real patients' bone is often denser
     bone_density: tuple | None = None
     # placement
@@ -242,13 +241,13 @@ def plant_lesions(
 
 
 def scale_bone_density(image_hu: np.ndarray, near_bone: np.ndarray, factor: float) -> np.ndarray:
-    """``image_hu`` (float32, changed in place and returned) with the HU above
-    ``BONE_DENSITY_KNEE_HU`` in ``near_bone`` (the bone and a margin: its partial-volume edge)
-    scaled by ``factor`` about the knee up to ``CANCELLOUS_TOP_HU`` and shifted with it above (the
-    cortex keeps its range): a denser or thinner skeleton; soft tissue, fat and contrast-filled
-    vessels away from the bone unchanged."""
-    above = near_bone & (image_hu > BONE_DENSITY_KNEE_HU)
-    knee, top = BONE_DENSITY_KNEE_HU, CANCELLOUS_TOP_HU
+    """``image_hu`` (float32, changed in place and returned) with the cancellous range
+    (``CANCELLOUS_HU``, 100..700) in ``near_bone`` (the bone and a margin: its partial-volume edge)
+    scaled by ``factor`` about its low end, denser voxels shifted with its top (the cortex keeps
+    its range): a denser or thinner skeleton; soft tissue, fat and contrast-filled vessels away
+    from the bone unchanged."""
+    knee, top = CANCELLOUS_HU
+    above = near_bone & (image_hu > knee)
     hu = image_hu[above]
     image_hu[above] = knee + np.float32(factor) * (np.minimum(hu, top) - knee) + np.maximum(hu - top, 0)
     return image_hu
