@@ -101,13 +101,12 @@ def crops(image_hu: np.ndarray, centre, box, half: int = 24) -> dict:
     """Axial and coronal 48 mm crops through ``centre`` (padded with -1000), with the box. The
     crops are copies: a view would keep the whole image alive (one per lesion row)."""
     c = np.round(centre).astype(int)
-    region = tuple(slice(max(0, k - half), k + half + 1) for k in c)
-    pad = np.pad(image_hu[region], [(half - (k - r.start), 0) for k, r in zip(c, region)],
-                 constant_values=-1000)
-    pad = np.pad(pad, [(0, 2 * half + 1 - n) for n in pad.shape], constant_values=-1000)
-    cz = cy = cx = half
-    return {"axial": pad[cz, cy - half:cy + half, cx - half:cx + half].copy(),
-            "coronal": pad[cz - half:cz + half, cy, cx - half:cx + half].copy(),
+    region = tuple(slice(max(0, k - half), min(n, k + half + 1)) for k, n in zip(c, image_hu.shape))
+    before = [half - (k - r.start) for k, r in zip(c, region)]  # -1000 where the cube leaves the image
+    after = [2 * half + 1 - (r.stop - r.start) - b for r, b in zip(region, before)]
+    cube = np.pad(image_hu[region], list(zip(before, after)), constant_values=-1000)  # centre at half
+    return {"axial": cube[half, :2 * half, :2 * half].copy(),
+            "coronal": cube[:2 * half, half, :2 * half].copy(),
             "box": (np.asarray(box[0]) - c + half, np.asarray(box[1]) - c + half)}
 
 
