@@ -85,8 +85,8 @@ class SyntheticConfig(DictConfig):
     n_lobes: tuple = (0, 3)  # inclusive
     lobe_radius: tuple = (0.3, 0.55)  # fraction of the radius
     # host: the patient's bone density. The cancellous range near the bone is scaled by a factor
-    # drawn here (None: the host as it is; ``scale_bone_density``); the host CTs are of osteopenic elderly patients
-    # (vertebral bodies 90-165 HU), real patients' bone is often denser
+    # drawn here (None: the host as it is; ``scale_bone_density``); the host CTs are of osteopenic
+    # elderly patients (vertebral bodies 90-165 HU), real patients' bone is often denser
     bone_density: tuple | None = None
     # placement
     bone_extend_mm: int = 2  # dense voxels this close to the bone mask count as bone ...
