@@ -57,7 +57,14 @@ class IoUMatcher(Matcher):
 
     def match(self, boxes: Tensor, anchors: Tensor) -> Tensor:
         """Per-anchor match index (-1 background, -2 ignored); handles ``len(boxes) == 0``."""
-        return self(boxes, anchors, [anchors.shape[0]], 1)[1]
+        return match_anchors(self, boxes, anchors, [anchors.shape[0]], 1)
+
+
+def match_anchors(matcher: Matcher, boxes: Tensor, anchors: Tensor, num_anchors_per_level: Sequence[int],
+                  num_anchors_per_loc: int) -> Tensor:
+    """``matcher``'s per-anchor match index, on the anchors' device: MONAI's matchers answer an
+    image without boxes on the CPU, which broke CUDA training at the first lesion-free patch."""
+    return matcher(boxes, anchors, num_anchors_per_level, num_anchors_per_loc)[1].to(anchors.device)
 
 
 class BalancedSampler:
@@ -136,4 +143,5 @@ def build_rpn_matcher(config) -> Matcher:
     raise ValueError(f"unknown rpn_matcher {config.rpn_matcher!r}; use 'iou' or 'atss'")
 
 
-__all__ = ["IoUMatcher", "BalancedSampler", "HardNegativeAnchorSampler", "build_rpn_matcher", "build_rpn_sampler"]
+__all__ = ["IoUMatcher", "BalancedSampler", "HardNegativeAnchorSampler", "build_rpn_matcher", "build_rpn_sampler",
+           "match_anchors"]

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .anchors import AnchorGenerator3D, build_anchor_generator
 from .box_ops import clip_boxes, keep_min_size, nms_3d
 from .losses import rpn_losses
-from .matching import build_rpn_matcher, build_rpn_sampler
+from .matching import build_rpn_matcher, build_rpn_sampler, match_anchors
 
 
 class RPNHead(nn.Module):
@@ -113,7 +113,7 @@ class RegionProposalNetwork(nn.Module):
             labels, matched_boxes = [], []
             for t in targets:
                 gt = t["boxes"].to(all_anchors)
-                _, matches = self.matcher(gt, all_anchors, num_locs, self.anchor_generator.num_anchors)
+                matches = match_anchors(self.matcher, gt, all_anchors, num_locs, self.anchor_generator.num_anchors)
                 lab = torch.zeros_like(matches, dtype=torch.float32)
                 lab[matches >= 0] = 1.0
                 lab[matches == self.matcher.BETWEEN_THRESHOLDS] = -1.0

@@ -11,7 +11,7 @@ from monai.data.box_utils import batched_nms, box_iou
 
 from BoneMetSegLib.model import ModelConfig
 from BoneMetSegLib.model.anchors import build_anchor_generator
-from BoneMetSegLib.model.matching import BalancedSampler, IoUMatcher, build_rpn_matcher
+from BoneMetSegLib.model.matching import BalancedSampler, IoUMatcher, build_rpn_matcher, match_anchors
 from BoneMetSegLib.model.roi_heads import BOX_HEAD_WEIGHTS
 from BoneMetSegLib.model.box_ops import clip_boxes, keep_min_size, nms_3d
 
@@ -105,6 +105,18 @@ def test_iou_matcher_without_overlap_or_gt_matches_nothing():
     far_gt = torch.tensor([[100.0, 100, 100, 104, 104, 104]])  # best IoU 0: no low-quality match
     assert matcher.match(far_gt, anchors).tolist() == [-1, -1]
     assert matcher.match(torch.zeros(0, 6), anchors).tolist() == [-1, -1]
+
+
+@pytest.mark.parametrize("rpn_matcher", ["atss", "iou"])
+def test_matches_of_an_image_without_boxes_stay_on_the_anchors_device(rpn_matcher):
+    # MONAI's matchers answer "no boxes" with a CPU tensor; on a GPU that broke the first lesion-free
+    # patch (2026-12-04). The meta device stands in for CUDA: any device but the CPU shows it.
+    anchors = torch.zeros(5, 6, device="meta")
+    matcher = build_rpn_matcher(ModelConfig(rpn_matcher=rpn_matcher))
+    assert matcher(torch.zeros(0, 6, device="meta"), anchors, [5], 1)[1].device.type == "cpu"  # MONAI as is
+    matches = match_anchors(matcher, torch.zeros(0, 6, device="meta"), anchors, [5], 1)
+    assert matches.device.type == "meta" and matches.shape == (5,)
+    assert IoUMatcher(0.5, 0.3, False).match(torch.zeros(0, 6, device="meta"), anchors).device.type == "meta"
 
 
 def test_atss_matcher_is_selectable_and_matches_the_central_anchors():
