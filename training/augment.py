@@ -116,8 +116,9 @@ def augment_intensity(patch_hu: np.ndarray, cfg, rng: np.random.Generator) -> np
     voxels), extra white noise (std uniform in ``noise_hu``), then ``HU * c + b`` (``c`` uniform
     in ``contrast``, ``b`` in +-``shift_hu``); with ``sharpen`` (amount range, max > 0) an unsharp
     mask ``HU + k (HU - blur_1vox(HU))`` after the blur, as a sharper reconstruction kernel or a
-    thinner-slice scan than the host's. Other scanners, kernels and slice thicknesses than the few
-    host CTs; labels do not change. Draws nothing from ``rng`` when ``p_intensity`` is 0."""
+    thinner-slice scan than the host's; with ``kernel: one`` a patch gets the blur or the unsharp
+    mask (p 0.5), not both. Other scanners, kernels and slice thicknesses than the few host CTs;
+    labels do not change. Draws nothing from ``rng`` when ``p_intensity`` is 0."""
     if not cfg.enabled or cfg.p_intensity <= 0 or rng.random() >= cfg.p_intensity:
         return patch_hu
     sigma = float(rng.uniform(*cfg.blur_sigma))
@@ -125,6 +126,8 @@ def augment_intensity(patch_hu: np.ndarray, cfg, rng: np.random.Generator) -> np
     c = float(rng.uniform(*cfg.contrast))
     b = float(rng.uniform(-cfg.shift_hu, cfg.shift_hu))
     k = float(rng.uniform(*cfg.sharpen)) if max(cfg.sharpen) > 0 else 0.0
+    if cfg.kernel == "one" and sigma > 0.05 and k > 0:
+        sigma, k = (sigma, 0.0) if rng.random() < 0.5 else (0.0, k)
     out = np.asarray(patch_hu, np.float32)
     if sigma > 0.05:
         out = gaussian_blur(out, sigma)

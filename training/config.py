@@ -138,6 +138,9 @@ class AugmentConfig:
     contrast: list = field(default_factory=lambda: [0.9, 1.1])  # HU x c, uniform
     shift_hu: float = 20.0  # HU + uniform(-shift, shift)
     sharpen: list = field(default_factory=lambda: [0.0, 0.0])  # unsharp-mask amount, uniform
+    # "both": the blur, then the unsharp mask; "one": either of them (p 0.5), one reconstruction
+    # kernel smoother or sharper than the host's, so quieter scans than the hosts are made too
+    kernel: str = "both"
 
 
 @dataclass
@@ -410,6 +413,8 @@ def _augment_problems(a: AugmentConfig) -> list[str]:
                 or (key == "contrast" and v[0] <= 0):
             p.append(f"augment.{key} must be [min, max] with 0 {'<' if key == 'contrast' else '<='} "
                      f"min <= max <= {hi:g}, not {v}")
+    if a.kernel not in ("both", "one"):
+        p.append(f"augment.kernel must be 'both' (blur, then unsharp mask) or 'one' (either), not {a.kernel!r}")
     if not _number(a.shift_hu) or not 0 <= a.shift_hu <= 200:
         p.append(f"augment.shift_hu must be in [0, 200] HU, not {a.shift_hu}")
     if any(ax not in (0, 1, 2) for ax in a.flip_axes):

@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument("--shared-data", default=str(DEFAULT_BLDS.parent))
     parser.add_argument("--hosts", default="abdomen,chest,lumbar")
     parser.add_argument("--patients", type=int, default=16, help="per host and setting")
-    parser.add_argument("--config", default=str(REPO / "training" / "configs" / "cpu_real.yaml"),
+    parser.add_argument("--config", default=str(REPO / "training" / "configs" / "cpu_dense.yaml"),
                         help="training recipe whose intensity augmentation the noise includes")
     parser.add_argument("--out-md", default=str(REPO / "docs" / "lesion_realism.md"))
     parser.add_argument("--out-png", default=str(REPO / "docs" / "images" / "lesion_realism.png"))
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
     problems = coverage(real, generated[CHECKED_SETTING])
     command = "python -m training.lesion_realism" + (
         f" --patients {args.patients}" if args.patients != 16 else "") + (
-        f" --config {args.config}" if Path(args.config).name != "cpu_real.yaml" else "")
+        f" --config {args.config}" if Path(args.config).name != "cpu_dense.yaml" else "")
     text = markdown(real, generated, problems, command)
     print(text)
     with atomic_write(Path(args.out_md), overwrite=True) as tmp:

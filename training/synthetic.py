@@ -86,7 +86,8 @@ class SyntheticConfig(DictConfig):
     lobe_radius: tuple = (0.3, 0.55)  # fraction of the radius
     # host: the patient's bone density. The cancellous range near the bone is scaled by a factor
     # drawn here (None: the host as it is; ``scale_bone_density``); the host CTs are of osteopenic
-    # elderly patients (vertebral bodies 90-165 HU), real patients' bone is often denser
+    # elderly patients (vertebral bodies 90-165 HU), real patients' bone is often denser (the bone
+    # around the BLDS dev lesions: 196-332 HU; x2.8 brings a 165 HU body to 282 HU)
     bone_density: tuple | None = None
     # placement
     bone_extend_mm: int = 2  # dense voxels this close to the bone mask count as bone ...
@@ -163,7 +164,7 @@ class SyntheticConfig(DictConfig):
             p_expansile={"rib": 0.6, "pelvis": 0.25, "scapula": 0.3, "sternum": 0.3,
                          "clavicle": 0.3, "other_bone": 0.1},
             blastic_edge_mm=(0.5, 3.0), blastic_contrast_hu=(50.0, 400.0),
-            blastic_texture=(0.1, 0.3), blastic_texture_mm=1.0, bone_density=(0.9, 2.2),
+            blastic_texture=(0.1, 0.3), blastic_texture_mm=1.0, bone_density=(0.9, 2.8),
         )
 
     @classmethod

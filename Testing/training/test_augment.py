@@ -171,3 +171,28 @@ def test_intensity_sharpen_steepens_edges_and_is_bounded():
     assert abs(sharp.mean() - smooth.mean()) < 1.0  # an unsharp mask adds no density
     with pytest.raises(ConfigError, match="augment.sharpen"):
         config_from_dict({"augment": {"sharpen": [0.0, 4.0]}})
+
+
+def test_one_kernel_gives_each_patch_the_blur_or_the_unsharp_mask():
+    from training.augment import augment_intensity, gaussian_blur
+    from training.config import ConfigError
+
+    image, _, _ = _context()
+    cfg = _intensity_cfg(blur_sigma=[1.0, 1.0], sharpen=[1.0, 1.0], kernel="one")
+    blur = gaussian_blur(np.asarray(image, np.float32), 1.0)
+    sharp = image + (image - gaussian_blur(np.asarray(image, np.float32), 1.0))
+    both = blur + (blur - gaussian_blur(blur, 1.0))
+    kinds = []
+    for seed in range(12):
+        out = augment_intensity(image, cfg, np.random.default_rng(seed))
+        kind = [name for name, ref in (("blur", blur), ("sharp", sharp), ("both", both))
+                if np.allclose(out, ref, atol=0.05)]
+        assert len(kind) == 1 and kind != ["both"], kind
+        kinds += kind
+    assert {"blur", "sharp"} == set(kinds)  # both kernels occur
+    # "both" (the default) still applies the blur, then the unsharp mask
+    out = augment_intensity(image, _intensity_cfg(blur_sigma=[1.0, 1.0], sharpen=[1.0, 1.0]),
+                            np.random.default_rng(0))
+    assert np.allclose(out, both, atol=0.05)
+    with pytest.raises(ConfigError, match="augment.kernel"):
+        config_from_dict({"augment": {"kernel": "sharp"}})
