@@ -36,7 +36,8 @@ ls "$S/cache" "$S/shared_data"
 run=$S/run
 rm -rf "$run"
 common=(--config "$recipe" --init "$init" --no-progress)
-python3 -m training.train "${common[@]}" --run-dir "$run" --device cuda --max-minutes "$minutes" ${sets[@]:+--set "${sets[@]}"} 2>&1 | tee "$OUT/train.log"
+python3 -m training.train "${common[@]}" --run-dir "$run" --device cuda --max-minutes "$minutes" \
+    ${sets[@]:+--set "${sets[@]}"} 2>&1 | tee "$OUT/train.log"
 if [ ! -f "$run/last.pt" ]; then
     echo "CUDA run left no checkpoint: training on the CPUs instead" | tee -a "$OUT/train.log"
     OMP_NUM_THREADS=12 python3 -m training.train "${common[@]}" --run-dir "$run" --device cpu \
@@ -45,11 +46,7 @@ fi
 # the checkpoints without optimiser state, weights in float16 (what export keeps anyway): 9 MB
 # instead of 55, under the 16 MB a returned file may have; training.export reads them as they are
 for c in best last; do
-    [ -f "$run/$c.pt" ] && python3 -c "
-import sys, torch
-ck = torch.load(sys.argv[1], map_location='cpu', weights_only=False)
-ck['model'] = {k: v.half() if v.is_floating_point() else v for k, v in ck['model'].items()}
-torch.save({k: ck[k] for k in ('format', 'model', 'config', 'state')}, sys.argv[2])" "$run/$c.pt" "$OUT/ckpt_$c.pt"
+    [ -f "$run/$c.pt" ] && python3 -m training.checkpoint slim "$run/$c.pt" "$OUT/ckpt_$c.pt"
 done
 cp "$run/log.jsonl" "$run/summary.json" "$OUT/" 2>/dev/null
 ls -la "$OUT"

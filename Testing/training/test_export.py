@@ -158,3 +158,27 @@ def test_the_card_recipe_names_the_intensity_augmentation_when_it_was_used(check
     ckpt["config"]["augment"].update(p_intensity=0.5, noise_hu=[0.0, 20.0])
     recipe = build_card(ckpt)[0]["training_data"]["recipe"]
     assert "intensity (p 0.5)" in recipe and "noise [0.0, 20.0] HU" in recipe
+
+
+def test_a_slim_checkpoint_exports_the_same_weights_and_cannot_be_resumed(checkpoint, tmp_path, capsys):
+    from training.checkpoint import CheckpointError, load_checkpoint, restore
+    from training.checkpoint import main as checkpoint_main
+
+    ckpt, weights = checkpoint
+    slim = tmp_path / "best_slim.pt"
+    assert checkpoint_main(["slim", str(ckpt), str(slim)]) == 0
+    assert slim.stat().st_size < 0.55 * ckpt.stat().st_size  # float16 weights (this optimiser never stepped)
+    outs = []
+    for name, src in (("full", ckpt), ("slim", slim)):
+        out = tmp_path / f"{name}.pt"
+        assert main(["--checkpoint", str(src), "--out", str(out)]) == 0
+        outs.append(load_model(out, device="cpu").net.state_dict())
+    for key, value in outs[0].items():
+        assert torch.equal(outs[1][key], value), key
+    card = json.loads((tmp_path / "slim.json").read_text())
+    assert card["training_data"]["trained"]["steps"] == 30  # the position travels with it
+    with pytest.raises(CheckpointError, match="slim checkpoint"):
+        restore(load_checkpoint(slim), model=MaskRCNN3D(load_config(TINY).model),
+                optimizer=torch.optim.AdamW(MaskRCNN3D(load_config(TINY).model).parameters()))
+    assert checkpoint_main(["slim", str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")]) == 2
+    assert "not found" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
