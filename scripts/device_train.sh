@@ -4,12 +4,12 @@
 #   bash scripts/device_train.sh stage
 # at once (while it is warm): bash scripts/device_bundle.sh 2, then with carry [.devbundle]
 #   bash scripts/device_train.sh train [RECIPE] [MINUTES] [INIT] [SECTION.KEY=VALUE ...]
-# "stage" unpacks the bundle into .devstage/ (git-ignored, kept on a warm machine); "train" stages
-# what it carries, trains RECIPE (default training/configs/gpu_dense.yaml) from INIT (default the
-# embedded weights; or an exported .pt carried in .devbundle/) with the --set values for MINUTES
-# (default 7), and leaves best.pt and last.pt (slimmed), the log and the summary under $OUT
-# (default out/); export them with training.export where they come back. On a CUDA error in the
-# first run it trains on the CPUs instead.
+# "stage" unpacks the bundle into .devstage/ (git-ignored, kept on a warm machine) and runs
+# training.device_check on the GPU (seconds); "train" stages what it carries, trains RECIPE
+# (default training/configs/gpu_dense.yaml) from INIT (default the embedded weights; or an exported
+# .pt carried in .devbundle/) with the --set values for MINUTES (default 7), and leaves best.pt and
+# last.pt (slimmed), the log and the summary under $OUT (default out/); export them with
+# training.export where they come back. On a CUDA error in the first run it trains on the CPUs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:?usage: device_train.sh stage | train [RECIPE] [MINUTES] [INIT] [SECTION.KEY=VALUE ...]}
@@ -31,6 +31,8 @@ export PYTHONUNBUFFERED=1
 python3 -c "import SimpleITK, monai, torch, training.train; print('staged: torch', torch.__version__, \
 'cuda', torch.cuda.is_available(), '| monai', monai.__version__, '| SimpleITK', SimpleITK.Version_VersionString())"
 ls "$S/cache" "$S/shared_data"
+# the recipe's model on the GPU: two training steps and a prediction, seconds (a device bug shows here)
+python3 -m training.device_check --config "$recipe" --device cuda || echo "DEVICE CHECK FAILED"
 [ "$mode" = stage ] && exit 0
 
 run=$S/run

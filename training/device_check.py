@@ -1,0 +1,70 @@
+"""Does a recipe's model train and predict on a device? Seconds, no data: before a long run on a
+lent GPU (``scripts/device_train.sh stage`` runs it), so a device bug costs one short call.
+
+    python -m training.device_check --config training/configs/gpu_dense.yaml --device cuda
+
+Two training steps on a batch of two random patches of the recipe's size, one with a box lesion
+and one without (a lesion-free patch broke the first CUDA run), then a prediction in eval mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from BoneMetSegLib.model import MaskRCNN3D
+
+from .config import ConfigError, load_config
+from .engine import targets_to
+
+
+def check(config_path: str, device: str, steps: int = 2) -> dict:
+    """Train ``steps`` steps and predict once on ``device``; returns the losses and seconds."""
+    cfg = load_config(config_path)
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = MaskRCNN3D(cfg.model).to(dev).train()
+    size = list(cfg.data.patch_size)
+    images = torch.randn(2, 1, *size)
+    mask = torch.zeros(1, *size, dtype=torch.bool)
+    lo = [s // 4 for s in size]
+    hi = [s // 4 + 12 for s in size]
+    mask[0, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+    targets = [{"boxes": torch.tensor([lo + hi], dtype=torch.float32), "labels": torch.tensor([1]), "masks": mask},
+               {"boxes": torch.zeros(0, 6), "labels": torch.zeros(0, dtype=torch.int64),
+                "masks": torch.zeros(0, *size, dtype=torch.bool)}]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        losses = model(images.to(dev), targets_to(targets, dev))
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        detections = model.eval()(images.to(dev))
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return {"loss": float(loss.detach()), "detections": [len(d["boxes"]) for d in detections],
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, help="training recipe (its model and patch size)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    try:
+        result = check(args.config, args.device)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"device check on {args.device}: {result}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
