@@ -146,7 +146,7 @@ class SyntheticConfig(DictConfig):
         (equivalent diameter median 14.8 mm, p10 7.4, p90 29: the ULS23 bone-lesion volumes),
         elongated shapes, sharp to ill-defined edges, lesions against the cortex and under
         endplates, expansile rimmed lytic lesions of ribs and flat bones, every skeletal site,
-        hosts' bone 0.9-2.2x as dense (real patches' bone around lesions: 196-332 HU)."""
+        hosts' bone 0.9-2.8x as dense (real patches' bone around lesions: 196-332 HU)."""
         return cls(
             n_lesions=(1, 4),
             kind_probs={"lung": {"lytic": 0.7, "blastic": 0.1, "mixed": 0.2},
