@@ -10,20 +10,19 @@ and one without (a lesion-free patch broke the first CUDA run), then a predictio
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import torch
 
 from BoneMetSegLib.model import MaskRCNN3D
 
-from .config import ConfigError, load_config
+from .config import ConfigError, TrainConfig, load_config
 from .engine import targets_to
 
 
-def check(config_path: str, device: str, steps: int = 2) -> dict:
-    """Train ``steps`` steps and predict once on ``device``; returns the losses and seconds."""
-    cfg = load_config(config_path)
+def check(cfg: TrainConfig, device: str, steps: int = 2) -> dict:
+    """Train ``steps`` steps of ``cfg``'s model and predict once on ``device``; returns the last
+    loss, the detections per patch and the seconds."""
     dev = torch.device(device)
     torch.manual_seed(0)
     model = MaskRCNN3D(cfg.model).to(dev).train()
@@ -58,11 +57,10 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:
-        result = check(args.config, args.device)
+        cfg = load_config(args.config)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"device check on {args.device}: {result}")
+        parser.exit(2, f"error: {exc}\n")
+    print(f"device check on {args.device}: {check(cfg, args.device)}")
     return 0
 
 
