@@ -113,7 +113,8 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "restore", "rng_states", "set_rng_states", "unwrap", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "slim_checkpoint", "restore", "rng_states",
+           "set_rng_states", "unwrap", "FORMAT"]
 
 
 def main(argv=None) -> int:

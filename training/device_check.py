@@ -17,7 +17,7 @@ import torch
 from BoneMetSegLib.model import MaskRCNN3D
 
 from .config import ConfigError, TrainConfig, load_config
-from .engine import targets_to
+from .engine import train_steps
 
 
 def check(cfg: TrainConfig, device: str, steps: int = 2) -> dict:
@@ -25,7 +25,7 @@ def check(cfg: TrainConfig, device: str, steps: int = 2) -> dict:
     loss, the detections per patch and the seconds."""
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = MaskRCNN3D(cfg.model).to(dev).train()
+    model = MaskRCNN3D(cfg.model).to(dev)
     size = list(cfg.data.patch_size)
     images = torch.randn(2, 1, *size)
     mask = torch.zeros(1, *size, dtype=torch.bool)
@@ -37,17 +37,12 @@ def check(cfg: TrainConfig, device: str, steps: int = 2) -> dict:
                 "masks": torch.zeros(0, *size, dtype=torch.bool)}]
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        losses = model(images.to(dev), targets_to(targets, dev))
-        loss = sum(losses.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    history = train_steps(model, lambda: (images, targets), steps, optimizer, dev)  # ends in eval mode
     with torch.no_grad():
-        detections = model.eval()(images.to(dev))
+        detections = model(images.to(dev))
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return {"loss": float(loss.detach()), "detections": [len(d["boxes"]) for d in detections],
+    return {"loss": history[-1]["loss"], "detections": [len(d["boxes"]) for d in detections],
             "seconds": round(time.perf_counter() - t0, 2)}
 
 

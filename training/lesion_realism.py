@@ -253,8 +253,8 @@ def main(argv=None) -> int:
     generated = {s: generated_lesions(s, hosts, args.patients, augment) for s in settings}
     problems = coverage(real, generated[CHECKED_SETTING])
     command = "python -m training.lesion_realism" + (
-        f" --patients {args.patients}" if args.patients != 16 else "") + (
-        f" --config {args.config}" if Path(args.config).name != "cpu_dense.yaml" else "")
+        f" --patients {args.patients}" if args.patients != parser.get_default("patients") else "") + (
+        f" --config {args.config}" if Path(args.config).name != Path(parser.get_default("config")).name else "")
     text = markdown(real, generated, problems, command)
     print(text)
     with atomic_write(Path(args.out_md), overwrite=True) as tmp:

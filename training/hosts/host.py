@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from BoneMetSegLib.preprocessing.resample import canonical_isotropic
 
+from ..morphology import binary_dilate
 from .noise import NoiseModel, estimate_noise
 from .sites import SITE_CODES, SITE_NAMES
 
@@ -55,8 +56,6 @@ class Host:
     def near_bone(self, mm: int) -> np.ndarray:
         """The bone mask dilated by ``mm`` voxels (cached)."""
         if mm not in self._near_bone:
-            from ..morphology import binary_dilate
-
             self._near_bone[mm] = binary_dilate(self.bone, mm)
         return self._near_bone[mm]
 
