@@ -117,7 +117,8 @@ def augment_intensity(patch_hu: np.ndarray, cfg, rng: np.random.Generator) -> np
     in ``contrast``, ``b`` in +-``shift_hu``); with ``sharpen`` (amount range, max > 0) an unsharp
     mask ``HU + k (HU - blur_1vox(HU))`` after the blur, as a sharper reconstruction kernel or a
     thinner-slice scan than the host's; with ``kernel: one`` a patch gets the blur or the unsharp
-    mask (p 0.5), not both. Other scanners, kernels and slice thicknesses than the few host CTs;
+    mask (p 0.5), not both; the extra noise only with probability ``p_noise`` (a smoother kernel or
+    a higher dose without it: quieter scans than the hosts). Other scanners, kernels and slice thicknesses than the few host CTs;
     labels do not change. Draws nothing from ``rng`` when ``p_intensity`` is 0."""
     if not cfg.enabled or cfg.p_intensity <= 0 or rng.random() >= cfg.p_intensity:
         return patch_hu
@@ -133,6 +134,8 @@ def augment_intensity(patch_hu: np.ndarray, cfg, rng: np.random.Generator) -> np
         out = gaussian_blur(out, sigma)
     if k > 0:
         out = out + np.float32(k) * (out - gaussian_blur(out, 1.0))
+    if noise > 0 and cfg.p_noise < 1 and rng.random() >= cfg.p_noise:
+        noise = 0.0
     if noise > 0:
         out = out + rng.standard_normal(out.shape, dtype=np.float32) * np.float32(noise)
     return (out * np.float32(c) + np.float32(b)).astype(np.float32)

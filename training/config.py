@@ -135,6 +135,7 @@ class AugmentConfig:
     p_intensity: float = 0.0
     blur_sigma: list = field(default_factory=lambda: [0.0, 1.0])  # voxels, uniform
     noise_hu: list = field(default_factory=lambda: [0.0, 20.0])  # extra noise std (HU), uniform
+    p_noise: float = 1.0  # probability that an intensity-augmented patch gets the extra noise
     contrast: list = field(default_factory=lambda: [0.9, 1.1])  # HU x c, uniform
     shift_hu: float = 20.0  # HU + uniform(-shift, shift)
     sharpen: list = field(default_factory=lambda: [0.0, 0.0])  # unsharp-mask amount, uniform
@@ -407,6 +408,8 @@ def _augment_problems(a: AugmentConfig) -> list[str]:
         p.append(f"augment.p_affine must be in [0, 1], not {a.p_affine}")
     if not 0 <= a.p_intensity <= 1:
         p.append(f"augment.p_intensity must be in [0, 1], not {a.p_intensity}")
+    if not 0 <= a.p_noise <= 1:
+        p.append(f"augment.p_noise must be in [0, 1], not {a.p_noise}")
     for key, hi in (("blur_sigma", 5.0), ("noise_hu", 200.0), ("contrast", 2.0), ("sharpen", 3.0)):
         v = getattr(a, key)
         if len(v) != 2 or not all(_number(x) for x in v) or not (0 <= v[0] <= v[1] <= hi) \

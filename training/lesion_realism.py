@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument("--shared-data", default=str(DEFAULT_BLDS.parent))
     parser.add_argument("--hosts", default="abdomen,chest,lumbar")
     parser.add_argument("--patients", type=int, default=16, help="per host and setting")
-    parser.add_argument("--config", default=str(REPO / "training" / "configs" / "cpu_dense.yaml"),
+    parser.add_argument("--config", default=str(REPO / "training" / "configs" / "cpu_long.yaml"),
                         help="training recipe whose intensity augmentation the noise includes")
     parser.add_argument("--out-md", default=str(REPO / "docs" / "lesion_realism.md"))
     parser.add_argument("--out-png", default=str(REPO / "docs" / "images" / "lesion_realism.png"))

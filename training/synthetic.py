@@ -159,12 +159,12 @@ class SyntheticConfig(DictConfig):
             diameter_mm=(5.0, 45.0), diameter_lognormal=(14.8, 0.55),
             aspect_log_sd=0.3, deform_amplitude=0.25,
             min_contrast_hu=30.0, p_subcortical=0.5, subcortical_mm=3,
-            lytic_hu=(-20.0, 50.0), lytic_edge_mm=(0.4, 1.2), lytic_loss=(0.6, 1.0),
+            lytic_hu=(-20.0, 50.0), lytic_edge_mm=(0.4, 1.2), lytic_loss=(0.7, 1.0),
             lytic_residual_bone=(0.0, 0.1),
             p_expansile={"rib": 0.6, "pelvis": 0.25, "scapula": 0.3, "sternum": 0.3,
                          "clavicle": 0.3, "other_bone": 0.1},
             blastic_edge_mm=(0.5, 3.0), blastic_contrast_hu=(50.0, 400.0),
-            blastic_texture=(0.1, 0.3), blastic_texture_mm=1.0, bone_density=(0.9, 2.8),
+            blastic_texture=(0.1, 0.3), blastic_texture_mm=1.0, bone_density=(0.9, 3.2),
         )
 
     @classmethod

@@ -196,3 +196,19 @@ def test_one_kernel_gives_each_patch_the_blur_or_the_unsharp_mask():
     assert np.allclose(out, both, atol=0.05)
     with pytest.raises(ConfigError, match="augment.kernel"):
         config_from_dict({"augment": {"kernel": "sharp"}})
+
+
+def test_p_noise_leaves_some_patches_as_quiet_as_the_host():
+    from training.augment import augment_intensity
+    from training.config import ConfigError
+
+    flat = np.full((24, 24, 24), 100.0, np.float32)
+    cfg = _intensity_cfg(noise_hu=[15.0, 15.0], p_noise=0.5)
+    stds = [augment_intensity(flat, cfg, np.random.default_rng(seed)).std() for seed in range(40)]
+    quiet = sum(s < 1e-3 for s in stds)
+    assert 10 <= quiet <= 30  # about half without the extra noise
+    assert all(s < 1e-3 or s == pytest.approx(15.0, rel=0.05) for s in stds)  # the rest get all of it
+    always = _intensity_cfg(noise_hu=[15.0, 15.0])  # p_noise 1 (the default): every patch
+    assert all(augment_intensity(flat, always, np.random.default_rng(s)).std() > 14 for s in range(10))
+    with pytest.raises(ConfigError, match="augment.p_noise"):
+        config_from_dict({"augment": {"p_noise": 1.5}})
