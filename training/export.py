@@ -3,7 +3,7 @@
     python -m training.export --checkpoint runs/paper/best.pt --out exported/bonemetseg.pt
                               [--eval-report report.json] [--into-package] [--name N] [--version V]
                               [--detection-threshold 0.5 | --threshold-from VAL_REPORT.json [--max-fp-per-case 1]]
-                              [--inference rpn_post_nms_top_n_test=1000 ...]
+                              [--inference rpn_post_nms_top_n_test=1000 ...] [--postprocess test_time_flips=true ...]
 
 The card (``docs/model_card_format.md``) carries the architecture and preprocessing of the run,
 the class names, the weights' version, a description of the training data with the synthetic-
@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 from BoneMetSegLib.errors import BoneMetSegModelError, BoneMetSegOutputError
@@ -31,6 +32,7 @@ from BoneMetSegLib.io.atomic import atomic_group
 from BoneMetSegLib.inference.model_card import card_path_for
 from BoneMetSegLib.inference.weights import default_weights_path, load_weights, save_weights
 from BoneMetSegLib.model import MaskRCNN3D, ModelConfig
+from BoneMetSegLib.postprocess.config import PostprocessConfig
 from BoneMetSegLib.preprocessing.types import PreprocessConfig
 
 from .checkpoint import CheckpointError, load_checkpoint
@@ -60,10 +62,12 @@ def package_weights_path() -> Path:
 
 def build_card(ckpt: dict, name: str | None = None, version: str | None = None,
                detection_threshold: float = 0.5, eval_report: Path | None = None,
-               inference: dict | None = None, note: str | None = None) -> tuple[dict, ModelConfig]:
+               inference: dict | None = None, note: str | None = None,
+               postprocess: dict | None = None) -> tuple[dict, ModelConfig]:
     """The model card of a training checkpoint (without the file fields that saving adds);
     ``inference`` overrides :data:`INFERENCE_KEYS` of the architecture; ``note``: free text on how
-    the run went (restarts, changed settings), kept in ``training_data``."""
+    the run went (restarts, changed settings), kept in ``training_data``; ``postprocess``: card
+    settings of :data:`POSTPROCESS_KEYS`."""
     config, state = ckpt["config"], ckpt["state"]
     model_cfg = ModelConfig.from_dict({**config["model"], **(inference or {})})
     pre = PreprocessConfig.from_dict(config["preprocess"])
@@ -106,6 +110,7 @@ def build_card(ckpt: dict, name: str | None = None, version: str | None = None,
         "training_data": training_data,
         "intended_use": INTENDED_USE,
         "detection_threshold": float(detection_threshold),
+        **(postprocess or {}),
         "metrics": metrics_from_report(eval_report) if eval_report else {},
     }
     return card, model_cfg
@@ -130,6 +135,28 @@ def parse_inference_settings(items) -> dict:
             out[key] = kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
         except ValueError:
             raise ExportError(f"--inference {key} needs a {kind.__name__}, got {value!r}") from None
+    return out
+
+
+# model-card settings of the postprocessing (BoneMetSegLib.postprocess.config): settable at export
+POSTPROCESS_KEYS = tuple(f.name for f in fields(PostprocessConfig) if f.name != "detection_threshold")
+
+
+def parse_postprocess_settings(items) -> dict:
+    """``["test_time_flips=true", "border_context_mm=16", ...]`` -> JSON values of :data:`POSTPROCESS_KEYS`
+    (``null`` turns a filter off); the card check refuses wrong types and ranges when the card is written."""
+    out = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or key not in POSTPROCESS_KEYS:
+            raise ExportError(f"--postprocess takes KEY=VALUE with KEY one of {', '.join(POSTPROCESS_KEYS)}; "
+                              f"got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            raise ExportError(f"--postprocess {key} needs a JSON value (a number, true, false or null), "
+                              f"got {value!r}") from None
     return out
 
 
@@ -183,13 +210,13 @@ def _small(value, limit: int = 20):
 def export(checkpoint: str | Path, out: str | Path | None = None, *, eval_report: str | Path | None = None,
            into_package: bool = False, name: str | None = None, version: str | None = None,
            detection_threshold: float = 0.5, inference: dict | None = None,
-           note: str | None = None) -> list[Path]:
+           note: str | None = None, postprocess: dict | None = None) -> list[Path]:
     """Export ``checkpoint`` to ``out`` and/or the package; returns the ``.pt`` paths written."""
     if out is None and not into_package:
         raise ExportError("give --out DIR/name.pt, --into-package, or both")
     ckpt = load_checkpoint(checkpoint)
     card, model_cfg = build_card(ckpt, name, version, detection_threshold,
-                                 Path(eval_report) if eval_report else None, inference, note)
+                                 Path(eval_report) if eval_report else None, inference, note, postprocess)
     net = MaskRCNN3D(model_cfg)
     try:
         net.load_state_dict(ckpt["model"])
@@ -239,6 +266,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-fp-per-case", type=float, default=1.0)
     parser.add_argument("--inference", nargs="*", default=[], metavar="KEY=VALUE",
                         help=f"inference-only architecture settings ({', '.join(INFERENCE_KEYS)})")
+    parser.add_argument("--postprocess", nargs="*", default=[], metavar="KEY=VALUE",
+                        help=f"model-card postprocessing settings ({', '.join(POSTPROCESS_KEYS)}; JSON values)")
     parser.add_argument("--note", help="free text for the card's training_data (how the run went)")
     args = parser.parse_args(argv)
     try:
@@ -249,7 +278,8 @@ def main(argv=None) -> int:
                   f"in {args.threshold_from}")
         paths = export(args.checkpoint, args.out, eval_report=args.eval_report, into_package=args.into_package,
                        name=args.name, version=args.version, detection_threshold=threshold,
-                       inference=parse_inference_settings(args.inference), note=args.note)
+                       inference=parse_inference_settings(args.inference), note=args.note,
+                       postprocess=parse_postprocess_settings(args.postprocess))
     except (ExportError, CheckpointError, FileNotFoundError, BoneMetSegModelError, BoneMetSegOutputError) as exc:
         print(f"training.export: error: {exc}", file=sys.stderr)
         return 2

@@ -25,7 +25,11 @@ CHOICES = {"backbone": BACKBONES, "backbone_size": tuple(CONVNEXT_SIZES), "rpn_m
 # top-level inference settings: (allowed None, lowest, highest)
 TOP_LEVEL = {"detection_threshold": (False, 0.0, 1.0), "bone_filter_radius_mm": (True, 0.0, 1000.0),
              "bone_enclosure_min_directions": (True, 1, 6), "bone_enclosure_reach_mm": (False, 1.0, 1000.0),
-             "metal_median_hu": (True, -1024.0, 1e6), "border_context_mm": (True, 0, 256)}
+             "metal_median_hu": (True, -1024.0, 1e6), "border_context_mm": (True, 0, 256),
+             "test_time_flips_max_voxels": (False, 1, 1e12)}
+
+
+TOP_LEVEL_FLAGS = ("test_time_flips",)  # true / false (null: off)
 
 
 def _is_number(value) -> bool:
@@ -123,6 +127,12 @@ def _check_top_level(card: dict, source) -> None:
                   + (" or null" if nullable else ""))
 
 
+def _check_flags(card: dict, source) -> None:
+    for name in TOP_LEVEL_FLAGS:
+        if name in card and card[name] is not None and not isinstance(card[name], bool):
+            _fail(source, f"{name} = {card[name]!r} must be true or false")
+
+
 def check_card_values(card: dict, source) -> None:
     """Raise :class:`BoneMetSegModelError` naming the first field of ``card`` that is wrong."""
     _check_section(card, "architecture", ModelConfig, source)
@@ -130,6 +140,7 @@ def check_card_values(card: dict, source) -> None:
     _check_architecture(card["architecture"], source)
     _check_preprocessing(card["preprocessing"], source)
     _check_top_level(card, source)
+    _check_flags(card, source)
 
 
 __all__ = ["check_card_values"]

@@ -20,7 +20,7 @@ from ..ct_image import CTImage
 from ..errors import BoneMetSegModelError
 from ..io.read import as_ct
 from ..model import MaskRCNN3D
-from ..model.box_ops import shift_boxes
+from ..model.box_ops import flip_boxes, shift_boxes
 from ..postprocess.config import PostprocessConfig
 from ..postprocess.lesions import patient_summary
 from ..postprocess.pipeline import postprocess
@@ -29,6 +29,7 @@ from ..preprocessing.types import Preprocessed
 from ..result import Result
 from .border import cut_faces, drop_mirrored, pad_cut_faces
 from .device import describe_device, fallback_devices, select_device
+from .flips import FLIP_AXES, detect_mirrored, fuse_passes
 from .model_card import model_config_from_card, preprocess_config_from_card
 from .progress import check_cancel
 from .seeds import seed_boxes
@@ -122,10 +123,24 @@ class Predictor:
     def _detect_on_crop(self, pre: Preprocessed, settings: PostprocessConfig, run: PredictionRun,
                         tile=None, seed_points_lps=None) -> dict:
         """Detections in crop coordinates, with mirrored context at the faces where the scan cuts
-        the anatomy (``settings.border_context_mm``) and boxes seeded at the given points."""
+        the anatomy (``settings.border_context_mm``), boxes seeded at the given points and, when
+        the card asks and the crop is small enough, scores averaged over mirrored passes (.flips)."""
         array, offset = pad_cut_faces(pre.array, cut_faces(pre), settings.border_context_mm)
         seeds = shift_boxes(seed_boxes(pre, seed_points_lps), [-o for o in offset]) if seed_points_lps else None
-        det = self.detect(array, run.progress("inference"), run.cancel, tile, run.warn, seeds)
+        flips = FLIP_AXES if settings.test_time_flips and array.size <= settings.test_time_flips_max_voxels else ()
+        report = run.progress("inference")
+        n_passes = 1 + len(flips)
+
+        def detect(volume: np.ndarray, k: int) -> dict:
+            """Pass ``k`` of ``n_passes`` (k > 0: mirrored along axis k - 1, and so are the seeds)."""
+            def progress(fraction, message):
+                report((k + fraction) / n_passes, message)
+            pass_seeds = seeds if seeds is None or k == 0 else flip_boxes(seeds, k - 1, array.shape[k - 1])
+            return self.detect(volume, progress, run.cancel, tile, run.warn, pass_seeds)
+
+        det = detect(array, 0)
+        if flips:
+            det = fuse_passes(det, [detect_mirrored(detect, array, axis) for axis in flips])
         return drop_mirrored(det, offset, pre.crop_size)
 
     def detect(self, array: np.ndarray, progress=None, cancel=None, tile=None, warn=None,

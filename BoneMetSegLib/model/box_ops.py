@@ -100,6 +100,16 @@ def shift_boxes(boxes: Tensor, offset: tuple) -> Tensor:
     return boxes - shift
 
 
+def flip_boxes(boxes: Tensor, axis: int, size: int) -> Tensor:
+    """Boxes ``[K, 6]`` (z0, y0, x0, z1, y1, x1) of a volume mirrored along ``axis`` (0 z, 1 y, 2 x) of
+    ``size`` voxels, in the unmirrored volume's coordinates (voxel ``i`` spans ``[i, i + 1)``); its
+    own inverse."""
+    out = boxes.clone()
+    out[:, axis] = size - boxes[:, axis + 3]
+    out[:, axis + 3] = size - boxes[:, axis]
+    return out
+
+
 def box_iou_numpy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, M) IoU of boxes ``a`` (N, 6) and ``b`` (M, 6), in float64 (exact at the 0.1 edge)."""
     a = np.asarray(a, float).reshape(-1, 6)[:, None]
@@ -118,5 +128,5 @@ def centre_inside(centres: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.all((c >= b[..., :3]) & (c <= b[..., 3:]), axis=-1)
 
 
-__all__ = ["clip_boxes", "keep_min_size", "shift_boxes", "pairwise_iou", "box_iou", "nms_3d",
+__all__ = ["clip_boxes", "keep_min_size", "shift_boxes", "flip_boxes", "pairwise_iou", "box_iou", "nms_3d",
            "non_max_suppression", "box_iou_numpy", "centre_inside", "NMS_BLOCK"]

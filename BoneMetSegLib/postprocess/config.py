@@ -1,4 +1,4 @@
-"""Postprocessing settings of a model: detection threshold, bone filters, border context.
+"""Postprocessing settings of a model: detection threshold, bone filters, border context, test-time flips.
 
 Read from the model card's top-level keys (each optional; ``null`` turns a filter off), once per run.
 """
@@ -22,6 +22,10 @@ class PostprocessConfig:
     # mirrored context at the faces where the scan cuts the anatomy (0: none). Off unless the card
     # asks: whether it helps depends on how the weights were trained (docs/training.md).
     border_context_mm: int = 0
+    # the crop also detected mirrored along z, y and x, scores averaged over the four passes
+    # (inference.flips), for crops of at most test_time_flips_max_voxels voxels. Off unless the card asks.
+    test_time_flips: bool = False
+    test_time_flips_max_voxels: int = 200**3
 
     @classmethod
     def from_card(cls, card: dict) -> PostprocessConfig:
@@ -39,6 +43,9 @@ class PostprocessConfig:
             bone_enclosure_reach_mm=int(card.get("bone_enclosure_reach_mm", default.bone_enclosure_reach_mm)),
             metal_median_hu=optional("metal_median_hu", float),
             border_context_mm=int(card.get("border_context_mm") or 0),
+            test_time_flips=bool(card.get("test_time_flips") or False),
+            test_time_flips_max_voxels=int(card.get("test_time_flips_max_voxels",
+                                                    default.test_time_flips_max_voxels)),
         )
 
 

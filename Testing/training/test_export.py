@@ -149,6 +149,25 @@ def test_inference_settings_go_into_the_card_and_nothing_else_is_allowed(checkpo
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_postprocess_settings_go_into_the_card_and_wrong_ones_are_refused(checkpoint, tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    assert main(["--checkpoint", str(checkpoint[0]), "--out", str(out), "--postprocess",
+                 "test_time_flips=true", "border_context_mm=16", "bone_enclosure_min_directions=null"]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["test_time_flips"] is True and card["border_context_mm"] == 16
+    assert card["bone_enclosure_min_directions"] is None
+    settings = load_model(out, "cpu").postprocess_config
+    assert settings.test_time_flips and settings.border_context_mm == 16
+    assert settings.bone_enclosure_min_directions is None
+    for bad, says in (("detection_threshold=0.3", "--postprocess takes KEY=VALUE"),
+                      ("test_time_flips=yes", "needs a JSON value"),
+                      ("test_time_flips=1", "test_time_flips = 1 must be true or false"),
+                      ("border_context_mm=-4", "border_context_mm")):
+        assert main(["--checkpoint", str(checkpoint[0]), "--out", str(tmp_path / "x.pt"), "--postprocess", bad]) == 2
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_the_card_recipe_names_the_intensity_augmentation_when_it_was_used(checkpoint):
     from training.checkpoint import load_checkpoint
     from training.export import build_card
