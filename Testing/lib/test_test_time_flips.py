@@ -77,6 +77,7 @@ def test_predict_runs_mirrored_passes_on_a_small_crop_and_one_pass_above_the_bud
         return {**_det(boxes, [[0.1, 0.7, 0.2], [0.05, 0.5, 0.45]]), "masks": torch.ones(2, 1, 4, 4, 4)}
 
     monkeypatch.setattr(type(model), "detect", fake_detect)
+    model.card["test_time_flips"] = False
     plain = model.predict(image, threshold=0.1)
     assert len(seen) == 1
     assert sorted(round(les.detection_score, 3) for les in plain.lesions) == [0.9, 0.95]
