@@ -1,15 +1,15 @@
 """Test-time flips: the detector also sees the crop mirrored along each axis, and every detection
 keeps the mean of its scores over the passes.
 
-A lesion looks like itself in a mirror; many false positives (a vessel against a cortex, the edge
-of a small field of view) are idiosyncratic to the orientation the network happens to see. So the
-crop is detected once as it is and once mirrored along each of z, y and x; each detection of the
-first pass takes, from each mirrored pass, the class probabilities of the best-scoring box (mirrored
-back) that overlaps it with IoU >= ``FLIP_MATCH_IOU`` (pure background when none does), and its
-probabilities become the mean of the passes: its score is the mean score, its origin ratio that of
-the passes that found it. Boxes and masks stay those of the first pass. Measured on validation patches in docs/training.md; a model card
-turns it on (``test_time_flips``) for crops of at most ``test_time_flips_max_voxels`` voxels, so a
-small field of view costs four passes and a whole CT keeps its one (the speed benchmark).
+A lesion looks like itself in a mirror; a false positive may owe its score to the orientation the
+network happens to see. So the crop is detected once as it is and once mirrored along each of z, y
+and x; each detection of the first pass takes, from each mirrored pass, the class probabilities of
+the best-scoring box (mirrored back) that overlaps it with IoU >= ``FLIP_MATCH_IOU`` (pure
+background when none does), and its probabilities become the mean of the passes: its score is the
+mean score, its origin ratio that of the passes that found it. Boxes and masks stay those of the
+first pass. A model card turns it on (``test_time_flips``) for crops of at most
+``test_time_flips_max_voxels`` voxels, so a small field of view costs four passes and a whole CT
+keeps its one (the speed benchmark). Measured on validation patches: docs/training.md.
 """
 
 from __future__ import annotations
