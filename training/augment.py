@@ -119,7 +119,8 @@ def augment_intensity(patch_hu: np.ndarray, cfg, rng: np.random.Generator) -> np
     thinner-slice scan than the host's; with ``kernel: one`` a patch gets the blur or the unsharp
     mask (p 0.5), not both; the extra noise only with probability ``p_noise`` (without it a
     blurred patch is quieter than its host: a smoother kernel or a higher dose). Other scanners,
-    kernels and slice thicknesses than the few host CTs; labels do not change. Draws nothing from ``rng`` when ``p_intensity`` is 0."""
+    kernels and slice thicknesses than the few host CTs; labels do not change. Draws nothing from
+    ``rng`` when ``p_intensity`` is 0."""
     if not cfg.enabled or cfg.p_intensity <= 0 or rng.random() >= cfg.p_intensity:
         return patch_hu
     sigma = float(rng.uniform(*cfg.blur_sigma))

@@ -27,9 +27,7 @@ TOP_LEVEL = {"detection_threshold": (False, 0.0, 1.0), "bone_filter_radius_mm": 
              "bone_enclosure_min_directions": (True, 1, 6), "bone_enclosure_reach_mm": (False, 1.0, 1000.0),
              "metal_median_hu": (True, -1024.0, 1e6), "border_context_mm": (True, 0, 256),
              "test_time_flips_max_voxels": (False, 1, 1e12)}
-
-
-TOP_LEVEL_FLAGS = ("test_time_flips",)  # true / false (null: off)
+TOP_LEVEL_FLAGS = ("test_time_flips",)  # top-level switches: true / false (null: off)
 
 
 def _is_number(value) -> bool:
@@ -125,11 +123,8 @@ def _check_top_level(card: dict, source) -> None:
         if not _is_number(value) or not low <= value <= high:
             _fail(source, f"{name} = {value!r} must be a number between {low:g} and {high:g}"
                   + (" or null" if nullable else ""))
-
-
-def _check_flags(card: dict, source) -> None:
     for name in TOP_LEVEL_FLAGS:
-        if name in card and card[name] is not None and not isinstance(card[name], bool):
+        if card.get(name) is not None and not isinstance(card[name], bool):
             _fail(source, f"{name} = {card[name]!r} must be true or false")
 
 
@@ -140,7 +135,6 @@ def check_card_values(card: dict, source) -> None:
     _check_architecture(card["architecture"], source)
     _check_preprocessing(card["preprocessing"], source)
     _check_top_level(card, source)
-    _check_flags(card, source)
 
 
 __all__ = ["check_card_values"]

@@ -43,7 +43,7 @@ class PostprocessConfig:
             bone_enclosure_reach_mm=int(card.get("bone_enclosure_reach_mm", default.bone_enclosure_reach_mm)),
             metal_median_hu=optional("metal_median_hu", float),
             border_context_mm=int(card.get("border_context_mm") or 0),
-            test_time_flips=bool(card.get("test_time_flips") or False),
+            test_time_flips=bool(card.get("test_time_flips")),
             test_time_flips_max_voxels=int(card.get("test_time_flips_max_voxels",
                                                     default.test_time_flips_max_voxels)),
         )
