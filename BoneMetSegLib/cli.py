@@ -333,7 +333,8 @@ def _rescore(args, guard: SignalGuard) -> int:
     result = Result(labelmap=labelmap, lesions=lesions, patient=patient_summary(lesions, args.origin_threshold),
                     device=describe_device(model.device), model=model.model_info,
                     input={"path": str(args.input), "labels": str(labels_path), "size": list(ct.image.GetSize()),
-                           "spacing": [float(s) for s in ct.image.GetSpacing()]})
+                           "spacing": [float(s) for s in ct.image.GetSpacing()]},
+                    settings={"origin_threshold": float(args.origin_threshold)})
     _write_rescore(result, source, outputs, args.overwrite, guard)
     print(f"{labels_path.name}: scored {len(lesions)} label(s); wrote {outputs['report']}", file=sys.stderr)
     return 0

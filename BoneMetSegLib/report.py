@@ -15,6 +15,8 @@ Schema (other tools read these names; see docs/outputs.md)::
                   "volume_ml": float, "centroid_lps_mm": [x, y, z],
                   "bbox_lps_mm": [[xmin, ymin, zmin], [xmax, ymax, zmax]],
                   "class_probabilities": {"background", "lung", "other"}  (optional)}],
+     "settings": {"detection_threshold": float, "origin_threshold": float,
+                  "test_time_flips": bool}  (optional, each key optional: what the run applied),
      "warnings": [str]  (optional), "disclaimer": str  (optional)}
 """
 
@@ -29,7 +31,8 @@ from .vocabulary import CLASS_NAMES, DISCLAIMER, NO_LESION, ORIGINS, segment_id
 
 TIMING_KEYS = ("read", "preprocess", "inference", "postprocess", "write", "total")
 TOP_KEYS = ("bonemetseg_version", "model", "input", "device", "timing_s", "patient", "lesions")
-OPTIONAL_TOP_KEYS = ("warnings", "disclaimer")
+OPTIONAL_TOP_KEYS = ("settings", "warnings", "disclaimer")
+SETTINGS_KEYS = ("detection_threshold", "origin_threshold", "test_time_flips")
 MODEL_KEYS = ("name", "version", "sha256")
 INPUT_KEYS = ("path", "size", "spacing")
 OPTIONAL_INPUT_KEYS = ("labels",)  # rescore: the labelmap whose masks were scored
@@ -100,10 +103,17 @@ def build_report(result: Result) -> dict:
             "n_lesions": int(patient.n_lesions),
         },
         "lesions": [_lesion_dict(les) for les in result.lesions],
+        **({"settings": _settings_dict(result.settings)} if result.settings else {}),
         "warnings": [str(w) for w in result.warnings],
         "disclaimer": DISCLAIMER,
     }
     return report
+
+
+def _settings_dict(settings: dict) -> dict:
+    """The settings a run applied, in SETTINGS_KEYS order (thresholds rounded like probabilities)."""
+    return {k: (bool(settings[k]) if k == "test_time_flips" else _round(settings[k], _PROB))
+            for k in SETTINGS_KEYS if k in settings}
 
 
 # --------------------------------------------------------------------------- validation
@@ -227,6 +237,12 @@ def validate_report(d: dict) -> None:
             _check(prob is None, "patient.lung_origin_probability: must be null without lesions", errors)
             _check(origin == NO_LESION, "patient.predicted_origin: must be 'none' without lesions", errors)
 
+    settings = d.get("settings", {})
+    if "settings" in d and _keys(settings, (), SETTINGS_KEYS, "settings", errors):
+        for k in ("detection_threshold", "origin_threshold"):
+            _check(k not in settings or _is_prob(settings[k]), f"settings.{k}: must be a number in [0, 1]", errors)
+        _check(isinstance(settings.get("test_time_flips", False), bool), "settings.test_time_flips: must be true or false",
+               errors)
     if "warnings" in d:
         w = d["warnings"]
         _check(isinstance(w, list) and all(isinstance(x, str) for x in w), "warnings: must be a list of strings", errors)

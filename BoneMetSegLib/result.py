@@ -48,6 +48,7 @@ class Result:
     model: dict = field(default_factory=dict)  # {"name", "version", "sha256"}
     input: dict = field(default_factory=dict)  # {"path", "size", "spacing"}
     warnings: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)  # {"detection_threshold", "origin_threshold", "test_time_flips"}
 
     def lesion_dicts(self) -> list:
         return [asdict(les) for les in self.lesions]

@@ -122,6 +122,7 @@ def predict_at_point(
         model=sub_result.model,
         input={**input_info(ct), "point_lps_mm": [float(c) for c in point_lps_mm]},
         warnings=list(ct.warnings) + sub_result.warnings,
+        settings=sub_result.settings,
     )
 
 

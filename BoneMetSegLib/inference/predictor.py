@@ -94,6 +94,7 @@ class Predictor:
         if threshold is not None:
             settings = replace(settings, detection_threshold=float(threshold))
         run = PredictionRun(progress, cancel, warn)
+        run.settings.update(detection_threshold=settings.detection_threshold, origin_threshold=float(origin_threshold))
         ct = run.stage("read", "Reading CT", self._read, image, run)
         pre = run.stage("preprocess", "Resampling to 1 mm and cropping to bone",
                         preprocess, ct.image, self.preprocess_config)
@@ -111,6 +112,7 @@ class Predictor:
             model=self.model_info,
             input=input_info(ct),
             warnings=run.warnings,
+            settings=run.settings,
         )
 
     @staticmethod
@@ -128,6 +130,7 @@ class Predictor:
         array, offset = pad_cut_faces(pre.array, cut_faces(pre), settings.border_context_mm)
         seeds = shift_boxes(seed_boxes(pre, seed_points_lps), [-o for o in offset]) if seed_points_lps else None
         flips = FLIP_AXES if settings.test_time_flips and array.size <= settings.test_time_flips_max_voxels else ()
+        run.settings["test_time_flips"] = bool(flips)
         report = run.progress("inference")
         n_passes = 1 + len(flips)
 

@@ -1,4 +1,4 @@
-"""The bookkeeping of one prediction: progress per stage, seconds per stage, warnings."""
+"""The bookkeeping of one prediction: progress per stage, seconds per stage, warnings, settings applied."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class PredictionRun:
         self.cancel = cancel
         self.timing: dict = {}
         self.warnings: list = []
+        self.settings: dict = {}  # what the run applied (the report's "settings")
         self._warn = warn
         self._start = time.perf_counter()
 

@@ -82,6 +82,8 @@ def test_cli_predict_writes_every_output(model, lesion_case, cli_outputs):
     validate_report(report)
     assert report["model"]["sha256"] and report["input"]["size"] == list(lesion_case["image"].GetSize())
     assert f"{report['patient']['n_lesions']} lesion(s)" in proc.stderr
+    assert report["settings"] == {"detection_threshold": round(model.detection_threshold, 4), "origin_threshold": 0.5,
+                                  "test_time_flips": False}  # the card's threshold, one pass
     # the CLI's files say what the Python API says for the same input
     api = model.predict(lesion_case["path"])
     assert [les["detection_score"] for les in report["lesions"]] == pytest.approx(

@@ -81,6 +81,7 @@ def test_rescore_writes_seg_and_sr_of_the_given_masks(batch, cases, tmp_path):
                    "--dicom-seg", seg, "--dicom-sr", sr, "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(rep.read_text())
+    assert report["settings"] == {"origin_threshold": 0.5}  # no detection threshold: the masks are given
     lesions = [{"id": i, **les} for i, les in enumerate(report["lesions"], start=1)]
     seg_equals_labelmap(seg, edited, lesions)
     assert {s.SegmentAlgorithmType for s in pydicom.dcmread(seg).SegmentSequence} == {"SEMIAUTOMATIC"}  # edited masks

@@ -294,6 +294,22 @@ def test_report_without_lesions_is_valid():
     assert d["patient"] == {"lung_origin_probability": None, "predicted_origin": "none", "n_lesions": 0}
 
 
+def test_report_says_the_settings_the_run_applied():
+    result = _two_lesion_result(_grid())
+    assert "settings" not in build_report(result)  # a Result built without them (e.g. DICOM export)
+    result.settings = {"test_time_flips": 1, "detection_threshold": 0.71848234, "origin_threshold": 0.5}
+    d = build_report(result)
+    validate_report(d)
+    assert list(d["settings"].items()) == [("detection_threshold", 0.7185), ("origin_threshold", 0.5),
+                                           ("test_time_flips", True)]
+    bad = copy.deepcopy(d)
+    bad["settings"].update(detection_threshold=1.5, test_time_flips="yes", tile=96)
+    with pytest.raises(ValueError) as info:
+        validate_report(bad)
+    for fragment in ("settings.detection_threshold", "settings.test_time_flips", "'tile'"):
+        assert fragment in str(info.value), fragment
+
+
 def test_validate_report_lists_every_violation():
     good = build_report(_two_lesion_result(_grid()))
     validate_report(good)

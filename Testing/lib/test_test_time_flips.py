@@ -81,11 +81,13 @@ def test_predict_runs_mirrored_passes_on_a_small_crop_and_one_pass_above_the_bud
     plain = model.predict(image, threshold=0.1)
     assert len(seen) == 1
     assert sorted(round(les.detection_score, 3) for les in plain.lesions) == [0.9, 0.95]
+    assert plain.settings == {"detection_threshold": 0.1, "origin_threshold": 0.5, "test_time_flips": False}
 
     seen.clear()
     model.card["test_time_flips"] = True
     flipped = model.predict(image, threshold=0.1)
     assert len(seen) == 4
+    assert flipped.settings["test_time_flips"] is True  # the report says the scores are four passes' mean
     for axis in range(3):
         np.testing.assert_array_equal(seen[axis + 1], np.flip(seen[0], axis))
     scores = sorted(round(les.detection_score, 4) for les in flipped.lesions)
@@ -104,7 +106,7 @@ def test_predict_runs_mirrored_passes_on_a_small_crop_and_one_pass_above_the_bud
 
     seen.clear()
     model.card["test_time_flips_max_voxels"] = 1000  # the crop is larger: one pass
-    model.predict(image, threshold=0.1)
+    assert model.predict(image, threshold=0.1).settings["test_time_flips"] is False
     assert len(seen) == 1
 
 
