@@ -25,7 +25,8 @@ CHOICES = {"backbone": BACKBONES, "backbone_size": tuple(CONVNEXT_SIZES), "rpn_m
 # top-level inference settings: (allowed None, lowest, highest)
 TOP_LEVEL = {"detection_threshold": (False, 0.0, 1.0), "bone_filter_radius_mm": (True, 0.0, 1000.0),
              "bone_enclosure_min_directions": (True, 1, 6), "bone_enclosure_reach_mm": (False, 1.0, 1000.0),
-             "metal_median_hu": (True, -1024.0, 1e6), "border_context_mm": (True, 0, 256),
+             "metal_median_hu": (True, -1024.0, 1e6), "metal_dense_fraction": (True, 0.0, 1.0),
+             "border_context_mm": (True, 0, 256),
              "test_time_flips_max_voxels": (False, 1, 1e12)}
 TOP_LEVEL_FLAGS = ("test_time_flips",)  # top-level switches: true / false (null: off)
 

@@ -12,7 +12,11 @@ the spine or the pelvis, which the near-bone test lets through, sees bone on one
 
 Metal (joint prostheses, spinal screws, dental fillings, coils) is far denser than any bone: a
 detection whose median HU is above ``max_median_hu`` (2000 by default; sclerotic metastases are
-300 to 1500 HU, cortical bone up to about 1900) sits on an implant, not on a metastasis.
+300 to 1500 HU, cortical bone up to about 1900) sits on an implant, not on a metastasis. So does
+one with more than ``max_dense_fraction`` of its voxels above ``DENSER_THAN_BONE_HU`` (2500): metal,
+or contrast medium injected undiluted (the arm vein of a contrast CT reaches the scanner's ceiling,
+3071 HU, where no bone and no metastasis does); "bone" for the two tests above is only > 200 HU, so
+such a vein passes them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+DENSER_THAN_BONE_HU = 2500.0  # metal and undiluted contrast; cortical bone reaches about 1900
 
 
 def near_bone(hu: np.ndarray, threshold_hu: float = 200.0, radius_mm: int = 10) -> np.ndarray:
@@ -76,16 +82,33 @@ def median_hu_per_label(labels: np.ndarray, hu: np.ndarray, n_labels: int) -> np
     return out
 
 
-def drop_metal_lesions(labels: np.ndarray, source: list, hu: np.ndarray,
-                       max_median_hu: float = 2000.0) -> tuple[np.ndarray, list]:
-    """Remove labels whose median HU is above ``max_median_hu`` (metal, module doc); relabel 1..K'."""
+def dense_fraction_per_label(labels: np.ndarray, hu: np.ndarray, n_labels: int,
+                             above_hu: float = DENSER_THAN_BONE_HU) -> np.ndarray:
+    """(n_labels,) share of each label's voxels above ``above_hu`` (NaN for an empty one)."""
+    counts = np.bincount(labels.ravel(), minlength=n_labels + 1)[1:n_labels + 1]
+    dense = np.bincount(labels[np.asarray(hu) > above_hu].ravel(), minlength=n_labels + 1)[1:n_labels + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, dense / np.maximum(counts, 1), np.nan)
+
+
+def drop_metal_lesions(labels: np.ndarray, source: list, hu: np.ndarray, max_median_hu: float | None = 2000.0,
+                       max_dense_fraction: float | None = None) -> tuple[np.ndarray, list]:
+    """Remove labels whose median HU is above ``max_median_hu``, or with more than
+    ``max_dense_fraction`` of their voxels above ``DENSER_THAN_BONE_HU`` (metal or undiluted contrast,
+    module doc; None: that test off); relabel 1..K'."""
     if not source:
         return labels, source
     box = label_box(labels)
     if box is None:
         return keep_labels(labels, source, [False] * len(source))
-    median = median_hu_per_label(labels[box], hu[box], len(source))
-    return _paste(labels, box, *keep_labels(labels[box], source, ~(median > max_median_hu) & np.isfinite(median)))
+    sub, sub_hu = labels[box], hu[box]
+    median = median_hu_per_label(sub, sub_hu, len(source))
+    keep = np.isfinite(median)
+    if max_median_hu is not None:
+        keep &= ~(median > max_median_hu)
+    if max_dense_fraction is not None:
+        keep &= ~(dense_fraction_per_label(sub, sub_hu, len(source)) > max_dense_fraction)
+    return _paste(labels, box, *keep_labels(sub, source, keep))
 
 
 def label_box(labels: np.ndarray, margin: int = 0):

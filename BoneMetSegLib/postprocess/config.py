@@ -19,6 +19,9 @@ class PostprocessConfig:
     bone_enclosure_min_directions: int | None = 3
     bone_enclosure_reach_mm: int = 25
     metal_median_hu: float | None = 2000.0  # a lesion whose median HU is above this lies on metal; None: off
+    # a lesion with more than this share of its voxels above 2500 HU lies on metal or undiluted
+    # contrast (postprocess.bone_filter); None: off
+    metal_dense_fraction: float | None = 0.1
     # mirrored context at the faces where the scan cuts the anatomy (0: none). Off unless the card
     # asks: whether it helps depends on how the weights were trained (docs/training.md).
     border_context_mm: int = 0
@@ -42,6 +45,7 @@ class PostprocessConfig:
             bone_enclosure_min_directions=optional("bone_enclosure_min_directions", int),
             bone_enclosure_reach_mm=int(card.get("bone_enclosure_reach_mm", default.bone_enclosure_reach_mm)),
             metal_median_hu=optional("metal_median_hu", float),
+            metal_dense_fraction=optional("metal_dense_fraction", float),
             border_context_mm=int(card.get("border_context_mm") or 0),
             test_time_flips=bool(card.get("test_time_flips")),
             test_time_flips_max_voxels=int(card.get("test_time_flips_max_voxels",

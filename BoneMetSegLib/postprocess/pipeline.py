@@ -43,7 +43,8 @@ def postprocess(
 
 def drop_non_bone_lesions(labels: np.ndarray, source: list, pre: Preprocessed,
                           config: PostprocessConfig) -> tuple[np.ndarray, list]:
-    """The bone filters that ``config`` turns on, in order: near bone, enclosed by bone, not metal."""
+    """The bone filters that ``config`` turns on, in order: near bone, enclosed by bone, not metal
+    (nor undiluted contrast)."""
     bone_hu = pre.config.bone_threshold_hu
     if config.bone_filter_radius_mm is not None and source:
         labels, source = filter_outside_bone(labels, source, crop_hu(pre), bone_hu, config.bone_filter_radius_mm)
@@ -52,8 +53,9 @@ def drop_non_bone_lesions(labels: np.ndarray, source: list, pre: Preprocessed,
             labels, source, crop_hu(pre), bone_hu, config.bone_enclosure_reach_mm,
             config.bone_enclosure_min_directions,
         )
-    if config.metal_median_hu is not None and source:
-        labels, source = drop_metal_lesions(labels, source, crop_hu(pre), config.metal_median_hu)
+    if (config.metal_median_hu is not None or config.metal_dense_fraction is not None) and source:
+        labels, source = drop_metal_lesions(labels, source, crop_hu(pre), config.metal_median_hu,
+                                            config.metal_dense_fraction)
     return labels, source
 
 

@@ -73,6 +73,27 @@ def test_metal_lesions_are_dropped_and_sclerotic_ones_kept():
     assert drop_metal_lesions(labels, [10, 11, 12, 13], hu, 5000.0)[1] == [10, 11, 12, 13]
 
 
+def test_lesions_on_undiluted_contrast_are_dropped_by_their_dense_share():
+    """An arm vein full of undiluted contrast: a quarter of its voxels at the scanner's ceiling
+    (3071 HU), median 1300 HU (the median test keeps it); a dense sclerotic lesion beside cortex
+    (1900 HU) and a lytic lesion that touches a screw with a few voxels stay."""
+    hu = np.full((40, 40, 40), 40.0)
+    hu[2:12, 2:12, 2:12] = 1500.0
+    hu[2:12, 2:12, 2:4] = 1900.0  # cortex
+    hu[20:30, 20:24, 5:35] = 1300.0
+    hu[20:30, 20:21, 5:35] = 3071.0  # the vein's dense quarter
+    hu[32:40, 32:40, 38:40] = 3071.0  # a screw
+    labels = np.zeros(hu.shape, dtype=np.uint16)
+    labels[2:12, 2:12, 2:12] = 1  # sclerotic
+    labels[20:30, 20:24, 10:20] = 2  # the vein
+    labels[32:40, 32:40, 30:40] = 3  # lytic, 2 of its 10 columns on the screw: 20 %
+    assert median_hu_per_label(labels, hu, 3)[1] < 2000  # what the median test alone lets through
+    assert drop_metal_lesions(labels, [5, 6, 7], hu, 2000.0)[1] == [5, 6, 7]
+    out, kept = drop_metal_lesions(labels, [5, 6, 7], hu, 2000.0, max_dense_fraction=0.22)
+    assert kept == [5, 7] and set(np.unique(out)) == {0, 1, 2} and not out[20:30, 20:24, 10:20].any()
+    assert drop_metal_lesions(labels, [5, 6, 7], hu, None, max_dense_fraction=0.1)[1] == [5]
+
+
 def _vertebra(shape=(80, 80, 80)):
     """A hollow 30 mm bone block (2 mm cortex, 120 HU marrow, like an osteoporotic vertebral
     body) in muscle (50 HU); a lytic lesion has broken through its +x wall."""
