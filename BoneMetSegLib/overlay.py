@@ -89,9 +89,11 @@ def _patient_line(result: Result) -> str:
             f"(lung-origin probability {prob:.2f})")
 
 
-def _draw_panel(ax, ct2d, lab2d, result: Result, name: str, letters, position_mm: float) -> None:
+def _draw_panel(ax, ct2d, lab2d, result: Result, name: str, letters, position_mm: float) -> list:
+    """Draw one plane; returns its lesion labels as ``(text, row below the lesion)``."""
     ax.imshow(ct2d, cmap="gray", vmin=BONE_WINDOW[0], vmax=BONE_WINDOW[1], interpolation="bilinear")
     by_value = {les.label_value: les for les in result.lesions}
+    labels = []
     fill = np.zeros(ct2d.shape + (4,), dtype=float)
     stroke = [patheffects.withStroke(linewidth=2.5, foreground="black")]
     for value in np.unique(lab2d):
@@ -104,16 +106,17 @@ def _draw_panel(ax, ct2d, lab2d, result: Result, name: str, letters, position_mm
         ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=1.6)
         rows, cols = np.nonzero(mask)
         on_right = cols.mean() < ct2d.shape[1] / 2  # put the label on the roomier side
-        ax.text(  # kept inside the panel by _keep_labels_inside
+        labels.append((ax.text(  # placed by _place_labels
             cols.max() + 4 if on_right else cols.min() - 4, rows.min() - 2,
             f"{les.name} (lung {les.lung_origin_probability:.2f})",
             color=color, fontsize=9, fontweight="bold", ha="left" if on_right else "right", va="bottom",
             path_effects=stroke, clip_on=False, gid="lesion-label",
-        )
+        ), rows.max() + 2))
     ax.imshow(fill, interpolation="nearest")
     h, w = ct2d.shape
     style = dict(color=_FG, fontsize=10, fontweight="bold", path_effects=stroke)
     left, right, top, bottom = letters
+    style = dict(style, gid="orientation")
     ax.text(4, h / 2, left, ha="left", va="center", **style)
     ax.text(w - 5, h / 2, right, ha="right", va="center", **style)
     ax.text(w / 2, 3, top, ha="center", va="top", **style)
@@ -123,22 +126,35 @@ def _draw_panel(ax, ct2d, lab2d, result: Result, name: str, letters, position_mm
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.set_axis_off()
+    return labels
 
 
-def _keep_labels_inside(fig: Figure) -> None:
-    """Shift lesion labels that would stick out of their panel back inside it."""
+def _place_labels(fig: Figure, labels: list) -> None:
+    """Move each lesion label ``(text, row_below)`` below its lesion (to ``row_below``) when it
+    covers an orientation letter (a lesion at the top of the scan puts its label on the "S"), then
+    shift it back inside its panel where it sticks out."""
     renderer = fig.canvas.get_renderer()
-    for ax in fig.axes:
-        box = ax.get_window_extent(renderer)
-        for text in ax.texts:
-            if text.get_gid() != "lesion-label":
-                continue
-            bb = text.get_window_extent(renderer)
-            dx = min(0.0, box.x1 - 2 - bb.x1) or max(0.0, box.x0 + 2 - bb.x0)
-            dy = min(0.0, box.y1 - 2 - bb.y1) or max(0.0, box.y0 + 2 - bb.y0)
-            if dx or dy:
-                x, y = ax.transData.transform(text.get_position())
-                text.set_position(ax.transData.inverted().transform((x + dx, y + dy)))
+    for text, row_below in labels:
+        ax = text.axes
+        letters = [t.get_window_extent(renderer) for t in ax.texts if t.get_gid() == "orientation"]
+        for _ in range(2):  # placed, then (if it now covers a letter) placed below the lesion
+            _shift_inside(text, ax, renderer)
+            bb = text.get_window_extent(renderer).padded(3)
+            if not any(bb.overlaps(letter) for letter in letters) or text.get_va() == "top":
+                break
+            text.set_y(row_below)
+            text.set_va("top")
+
+
+def _shift_inside(text, ax, renderer) -> None:
+    """Shift ``text`` back inside its panel where it sticks out."""
+    box = ax.get_window_extent(renderer)
+    bb = text.get_window_extent(renderer)
+    dx = min(0.0, box.x1 - 2 - bb.x1) or max(0.0, box.x0 + 2 - bb.x0)
+    dy = min(0.0, box.y1 - 2 - bb.y1) or max(0.0, box.y0 + 2 - bb.y0)
+    if dx or dy:
+        x, y = ax.transData.transform(text.get_position())
+        text.set_position(ax.transData.inverted().transform((x + dx, y + dy)))
 
 
 def render_overlay(ct: sitk.Image, result: Result, note: str = "") -> Figure:
@@ -161,8 +177,9 @@ def render_overlay(ct: sitk.Image, result: Result, note: str = "") -> Figure:
                  dpi=110, facecolor=_BG)
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(1, 3, width_ratios=widths, left=0.01, right=0.99, top=0.83, bottom=0.10, wspace=0.03)
+    labels = []
     for i, (name, letters, pos, ct2d, lab2d) in enumerate(panels):
-        _draw_panel(fig.add_subplot(grid[0, i]), ct2d, lab2d, result, name, letters, pos)
+        labels += _draw_panel(fig.add_subplot(grid[0, i]), ct2d, lab2d, result, name, letters, pos)
 
     title = "BoneMetSeg - " + _patient_line(result)
     if note:
@@ -171,7 +188,7 @@ def render_overlay(ct: sitk.Image, result: Result, note: str = "") -> Figure:
     handles = [Patch(facecolor=c, edgecolor=c, label=f"{o} origin") for o, c in ORIGIN_COLORS.items()]
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.925), ncol=2, frameon=False,
                labelcolor=_FG, fontsize=9)
-    _keep_labels_inside(fig)
+    _place_labels(fig, labels)
     fig.text(0.5, 0.025, DISCLAIMER, ha="center", va="bottom", color="#ffcc66", fontsize=10, style="italic")
     return fig
 

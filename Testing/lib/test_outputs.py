@@ -19,7 +19,7 @@ from BoneMetSegLib.io.atomic import atomic_write
 from BoneMetSegLib.io.write_labelmap import write_labelmap
 from BoneMetSegLib.io.write_report import write_report
 from BoneMetSegLib.io.write_seg import write_seg_nrrd
-from BoneMetSegLib.overlay import write_overlay_png
+from BoneMetSegLib.overlay import render_overlay, write_overlay_png
 from BoneMetSegLib.postprocess.lesions import lesion_records, patient_summary
 from BoneMetSegLib.report import build_report, validate_report
 from BoneMetSegLib.result import Result
@@ -365,6 +365,33 @@ def test_overlay_png_real_ct(tmp_path, real_ct, real_result):
     with pytest.raises(BoneMetSegOutputError, match="--overwrite"):
         write_overlay_png(real_ct, real_result, with_lesions)
     assert _no_temp_files(tmp_path)
+
+
+def test_overlay_label_of_a_lesion_at_the_top_edge_clears_the_orientation_letter():
+    """A lesion near the top of the scan (as the demo chest CT's scapula detection): its label moves
+    off the "S" of the coronal panel, and stays inside its panel."""
+    grid = _grid(size=(60, 60, 60), spacing=(1.0, 1.0, 1.0))
+    arr = np.full((60, 60, 60), 40, np.int16)
+    arr[:, 20:40, 20:40] = 900  # a bone column
+    ct = sitk.GetImageFromArray(arr)
+    ct.CopyInformation(grid)
+    lab = np.zeros(arr.shape, np.uint16)
+    lab[46:52, 26:34, 36:42] = 1  # near the top (superior), beside the middle: its label reaches onto the "S"
+    labelmap = sitk.GetImageFromArray(lab)
+    labelmap.CopyInformation(grid)
+    fig = render_overlay(ct, _result(labelmap, [[0.1, 0.2, 0.7]]))
+    renderer = fig.canvas.get_renderer()
+    checked = 0
+    for ax in fig.axes:
+        labels = [t.get_window_extent(renderer) for t in ax.texts if t.get_gid() == "lesion-label"]
+        letters = [t.get_window_extent(renderer) for t in ax.texts if t.get_gid() != "lesion-label"]
+        assert len(letters) == 4 if ax.get_images() else True
+        panel = ax.get_window_extent(renderer)
+        for label in labels:
+            assert not any(label.overlaps(letter) for letter in letters)
+            assert panel.x0 <= label.x0 and label.x1 <= panel.x1 and panel.y0 <= label.y0 and label.y1 <= panel.y1
+            checked += 1
+    assert checked == 3
 
 
 def _empty_like(result: Result) -> Result:
