@@ -241,8 +241,8 @@ def validate_report(d: dict) -> None:
     if "settings" in d and _keys(settings, (), SETTINGS_KEYS, "settings", errors):
         for k in ("detection_threshold", "origin_threshold"):
             _check(k not in settings or _is_prob(settings[k]), f"settings.{k}: must be a number in [0, 1]", errors)
-        _check(isinstance(settings.get("test_time_flips", False), bool), "settings.test_time_flips: must be true or false",
-               errors)
+        _check(isinstance(settings.get("test_time_flips", False), bool),
+               "settings.test_time_flips: must be true or false", errors)
     if "warnings" in d:
         w = d["warnings"]
         _check(isinstance(w, list) and all(isinstance(x, str) for x in w), "warnings: must be a list of strings", errors)

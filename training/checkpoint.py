@@ -84,9 +84,14 @@ def slim_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """Write ``src``'s weights (float16), config and position to ``dst``, without the optimiser,
     scheduler, scaler and RNG states: what ``training.export`` reads, not enough to resume."""
     ckpt = load_checkpoint(src)
-    slim = {"format": FORMAT, "slim": True, "config": ckpt["config"], "state": ckpt["state"],
-            "model": {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}}
-    with atomic_write(dst, overwrite=True) as tmp:
+    return write_slim(dst, ckpt["config"], ckpt["state"], ckpt["model"], overwrite=True)
+
+
+def write_slim(dst: str | Path, config: dict, state: dict, weights: dict, overwrite: bool) -> Path:
+    """Write a slim checkpoint (weights in float16, config, position) atomically."""
+    slim = {"format": FORMAT, "slim": True, "config": config, "state": dict(state),
+            "model": {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}}
+    with atomic_write(dst, overwrite=overwrite) as tmp:
         torch.save(slim, tmp)
     return Path(dst)
 
@@ -113,8 +118,8 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "slim_checkpoint", "restore", "rng_states",
-           "set_rng_states", "unwrap", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "slim_checkpoint", "write_slim", "restore",
+           "rng_states", "set_rng_states", "unwrap", "FORMAT"]
 
 
 def main(argv=None) -> int:

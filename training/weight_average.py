@@ -8,8 +8,8 @@ and loses what the start weights did well; the straight line between the two set
 at ``alpha`` (0: the base, 1: the fine-tune), often keeps both (Wortsman et al., "Robust fine-tuning
 of zero-shot models", CVPR 2022: WiSE-FT). It costs nothing at inference: one network, the same
 architecture. Both must be the same architecture (the fine-tune began ``--init`` from the base).
-Writes a slim checkpoint (``training.checkpoint.slim_checkpoint``'s format: weights, the fine-tune's
-config and position, and ``state["blend"]`` saying what was blended) for ``training.export``. Choose
+Writes a slim checkpoint (``training.checkpoint.write_slim``: float16 weights, the fine-tune's config
+and position, and ``state["blend"]`` saying what was blended) for ``training.export``. Choose
 ``alpha`` on validation data, like any checkpoint.
 """
 
@@ -23,9 +23,8 @@ import torch
 
 from BoneMetSegLib.errors import BoneMetSegModelError, BoneMetSegOutputError
 from BoneMetSegLib.inference.weights import load_weights
-from BoneMetSegLib.io.atomic import atomic_write
 
-from .checkpoint import FORMAT, CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, write_slim
 
 
 class BlendError(ValueError):
@@ -59,11 +58,8 @@ def blend(checkpoint: str | Path, base: str | Path, alpha: float, out: str | Pat
     state = dict(ckpt["state"])
     state["blend"] = {"alpha": float(alpha), "checkpoint": str(checkpoint), "base": str(base),
                       "base_version": str(base_card.get("version")), "base_sha256": str(base_card.get("sha256"))}
-    slim = {"format": FORMAT, "slim": True, "config": ckpt["config"], "state": state,
-            "model": blend_state_dicts(base_state, ckpt["model"], alpha)}
-    with atomic_write(out, overwrite=False) as tmp:
-        torch.save(slim, tmp)
-    return Path(out)
+    return write_slim(out, ckpt["config"], state, blend_state_dicts(base_state, ckpt["model"], alpha),
+                      overwrite=False)
 
 
 def main(argv=None) -> int:
