@@ -121,15 +121,21 @@ INFERENCE_KEYS = ("rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "rpn_nms_
                   "box_nms_thresh", "detections_per_img")
 
 
+def _key_value(item, option: str, keys: tuple) -> tuple[str, str]:
+    """``"KEY=VALUE"`` of an export option -> ``(KEY, VALUE)``, KEY one of ``keys``."""
+    key, sep, value = str(item).partition("=")
+    key = key.strip()
+    if not sep or key not in keys:
+        raise ExportError(f"{option} takes KEY=VALUE with KEY one of {', '.join(keys)}; got {item!r}")
+    return key, value
+
+
 def parse_inference_settings(items) -> dict:
     """``["rpn_post_nms_top_n_test=1000", ...]`` -> typed values of :data:`INFERENCE_KEYS` only."""
     out = {}
     defaults = ModelConfig()
     for item in items or []:
-        key, sep, value = str(item).partition("=")
-        key = key.strip()
-        if not sep or key not in INFERENCE_KEYS:
-            raise ExportError(f"--inference takes KEY=VALUE with KEY one of {', '.join(INFERENCE_KEYS)}; got {item!r}")
+        key, value = _key_value(item, "--inference", INFERENCE_KEYS)
         kind = type(getattr(defaults, key))
         try:
             out[key] = kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
@@ -147,11 +153,7 @@ def parse_postprocess_settings(items) -> dict:
     (``null`` turns a filter off); the card check refuses wrong types and ranges when the card is written."""
     out = {}
     for item in items or []:
-        key, sep, value = str(item).partition("=")
-        key = key.strip()
-        if not sep or key not in POSTPROCESS_KEYS:
-            raise ExportError(f"--postprocess takes KEY=VALUE with KEY one of {', '.join(POSTPROCESS_KEYS)}; "
-                              f"got {item!r}")
+        key, value = _key_value(item, "--postprocess", POSTPROCESS_KEYS)
         try:
             out[key] = json.loads(value)
         except ValueError:
