@@ -114,9 +114,8 @@ def _draw_panel(ax, ct2d, lab2d, result: Result, name: str, letters, position_mm
         ), rows.max() + 2))
     ax.imshow(fill, interpolation="nearest")
     h, w = ct2d.shape
-    style = dict(color=_FG, fontsize=10, fontweight="bold", path_effects=stroke)
+    style = dict(color=_FG, fontsize=10, fontweight="bold", path_effects=stroke, gid="orientation")
     left, right, top, bottom = letters
-    style = dict(style, gid="orientation")
     ax.text(4, h / 2, left, ha="left", va="center", **style)
     ax.text(w - 5, h / 2, right, ha="right", va="center", **style)
     ax.text(w / 2, 3, top, ha="center", va="top", **style)
