@@ -273,10 +273,15 @@ def validation_fingerprint(cfg: TrainConfig) -> str:
 
 
 def init_from_weights(model: MaskRCNN3D, path: str | Path) -> None:
-    """Start from exported weights (``BoneMetSegLib`` format, sha256 checked); the architecture must match."""
+    """Start from exported weights (``BoneMetSegLib`` format, sha256 checked); the architecture must
+    match, except that a lesion segmentation head (``model.seg_head``) the weights lack starts new."""
     state, _ = load_weights(Path(path))
     try:
-        model.load_state_dict({k: v.float() for k, v in state.items()})
+        missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        missing = [k for k in missing if not (model.seg_head is not None and k.startswith("seg_head."))]
+        if missing or unexpected:
+            raise RuntimeError(f"{len(missing)} missing, {len(unexpected)} unexpected tensors, "
+                               f"e.g. {(missing or unexpected)[:3]}")
     except RuntimeError as exc:
         raise ConfigError(f"init_weights {path} do not fit this config's model ({str(exc)[:200]}); "
                           "use the model section they were trained with") from None

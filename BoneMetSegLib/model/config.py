@@ -77,6 +77,11 @@ class ModelConfig(DictConfig):
     box_nms_thresh: float = 0.2
     detections_per_img: int = 50
     num_classes: int = 3  # background, lung, other
+    # dense lesion map on P2 (seg_head.py; Retina U-Net): off in the weights trained before it
+    seg_head: bool = False
+    seg_head_channels: int = 16
+    seg_loss_weight: float = 1.0
+    seg_score_weight: float = 0.0  # detection score = (1 - w) * box score + w * the map's max in the box
     class_names: tuple = CLASS_NAMES
 
     @property

@@ -22,6 +22,7 @@ from .fpn import FPN3D
 from .multiscale_roi_align import MultiScaleRoIAlign3D
 from .roi_heads import build_roi_heads
 from .rpn import build_rpn
+from .seg_head import LesionSegHead
 
 LOSS_NAMES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
 
@@ -61,6 +62,8 @@ class MaskRCNN3D(nn.Module):
             box_roi_pool=build_roi_pool(config, config.box_roi_size),
             mask_roi_pool=build_roi_pool(config, config.mask_roi_size),
         )
+        self.seg_head = (LesionSegHead(config.fpn_channels, config.seg_head_channels, config.strides[0])
+                         if config.seg_head else None)
         use_fast_convs(self.fpn, self.rpn, self.roi_heads)
         self.size_divisor = config.strides[3]  # P5 stride: what the backbone needs
 
@@ -108,9 +111,25 @@ class MaskRCNN3D(nn.Module):
                 raise ValueError(f"need one extra_proposals tensor per image: {len(extra_proposals)} for {len(proposals)}")
             proposals = [torch.cat([p, torch.as_tensor(e).to(p).reshape(-1, 6)]) for p, e in zip(proposals, extra_proposals)]
         detections, head_losses = self.roi_heads(feats[:4], proposals, sizes, train_targets)
+        if self.seg_head is None:
+            return {**rpn_losses, **head_losses} if self.training else detections
+        seg_logits = self.seg_head(feats[0])
         if self.training:
-            return {**rpn_losses, **head_losses}
-        return detections
+            target = self.seg_head.target([t["masks"] for t in targets], tuple(padded.shape[2:]), padded)
+            return {**rpn_losses, **head_losses,
+                    "loss_seg": self.config.seg_loss_weight * self.seg_head.loss(seg_logits, target)}
+        return [self._add_seg_scores(d, p) for d, p in zip(detections, torch.sigmoid(seg_logits.float())[:, 0])]
+
+    def _add_seg_scores(self, det: dict, probs: Tensor) -> dict:
+        """``seg_scores`` (the lesion map's max in each box), ``box_scores`` (the box head's) and
+        ``scores`` blended by ``seg_score_weight``, detections re-sorted by it."""
+        seg = self.seg_head.box_scores(probs, det["boxes"])
+        w = self.config.seg_score_weight
+        scores = (1.0 - w) * det["scores"] + w * seg
+        order = torch.argsort(scores, descending=True)
+        out = {k: v[order] for k, v in det.items()}
+        out.update(box_scores=det["scores"][order], seg_scores=seg[order], scores=scores[order])
+        return out
 
     @torch.no_grad()
     def score_boxes(self, images: Tensor, boxes_per_image: Sequence[Tensor]) -> list[Tensor]:
