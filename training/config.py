@@ -154,6 +154,7 @@ class OptimConfig:
     grad_clip: float = 10.0  # max gradient norm (0: off)
     amp: bool = True  # mixed precision, only ever on CUDA
     find_unused_parameters: bool = False  # DDP option
+    seg_head_lr_mult: float = 1.0  # the lesion map's LR = lr x this (a head new to --init weights)
 
 
 @dataclass

@@ -37,7 +37,7 @@ from BoneMetSegLib.model import MaskRCNN3D
 
 from . import distributed
 from .checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint, set_rng_states, unwrap
-from .config import ConfigError, TrainConfig, load_config, parse_overrides
+from .config import ConfigError, OptimConfig, TrainConfig, load_config, parse_overrides
 from .data_source import CaseSource, DataSourceError, PatchStream, train_loader, validation_batches
 from .engine import targets_to
 from .train_state import ALL_EPOCHS_DONE, TrainState
@@ -130,7 +130,7 @@ def _build(cfg: TrainConfig, info: distributed.DistInfo, echo) -> _Run:
         init_from_weights(model, cfg.init_weights)
     model = model.to(device)
     ddp = distributed.wrap(model, info, o.find_unused_parameters)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, o), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(s.lr_milestones), s.lr_gamma)
     amp = bool(o.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -270,6 +270,15 @@ def validation_fingerprint(cfg: TrainConfig) -> str:
     if cfg.data.hard_negatives:
         keys["hard_negatives"] = hashlib.sha256(Path(cfg.data.hard_negatives).read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def param_groups(model: MaskRCNN3D, optim: OptimConfig) -> list[dict]:
+    """One AdamW group, or two when the lesion map learns at ``seg_head_lr_mult`` x the LR."""
+    head = [p for n, p in model.named_parameters() if n.startswith("seg_head.")]
+    if not head or optim.seg_head_lr_mult == 1.0:
+        return [{"params": list(model.parameters())}]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("seg_head.")]
+    return [{"params": rest}, {"params": head, "lr": optim.lr * optim.seg_head_lr_mult}]
 
 
 def init_from_weights(model: MaskRCNN3D, path: str | Path) -> None:

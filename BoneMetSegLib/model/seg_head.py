@@ -31,7 +31,7 @@ class LesionSegHead(nn.Module):
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
         nn.init.zeros_(self.conv.bias)
         nn.init.normal_(self.logits.weight, std=0.01)
-        nn.init.constant_(self.logits.bias, -4.0)  # lesions are rare: start near p = 0.02
+        nn.init.constant_(self.logits.bias, -2.0)  # lesions are rare: start near p = 0.12
         self.dice = DiceLoss(sigmoid=True, batch=True)
 
     def forward(self, p2: Tensor) -> Tensor:

@@ -120,6 +120,12 @@ def test_training_on_an_annotated_data_set(tmp_path):
         run(cfg, progress=False)
 
 
+def _saved(model, cfg, path):
+    save_weights(model.state_dict(), {"name": "t", "version": "0", "architecture": model.config.to_dict(),
+                                      "preprocessing": cfg.preprocess.to_dict()}, path)
+    return path
+
+
 def test_init_weights_loads_an_exported_model_and_refuses_another_architecture(tmp_path):
     cfg = load_config(CONFIGS / "tiny.yaml")
     torch.manual_seed(1)
@@ -135,6 +141,14 @@ def test_init_weights_loads_an_exported_model_and_refuses_another_architecture(t
     other = MaskRCNN3D(config_from_dict({"model": {**cfg.model.to_dict(), "fpn_channels": 8}}).model)
     with pytest.raises(ConfigError, match="init_weights"):
         init_from_weights(other, path)
+    with_map = MaskRCNN3D(config_from_dict({"model": {**cfg.model.to_dict(), "seg_head": True}}).model)
+    fresh = {k: v.clone() for k, v in with_map.state_dict().items() if k.startswith("seg_head.")}
+    init_from_weights(with_map, path)  # the lesion map the weights lack starts fresh, the rest is loaded
+    for name, a in source.state_dict().items():
+        assert torch.equal(a, with_map.state_dict()[name]), name
+    assert fresh and all(torch.equal(v, with_map.state_dict()[k]) for k, v in fresh.items())
+    with pytest.raises(ConfigError, match="init_weights"):  # but not the other way round
+        init_from_weights(source, _saved(with_map, cfg, tmp_path / "map.pt"))
 
 
 def test_a_synthetic_mixture_draws_each_patients_setting_with_its_weight():
