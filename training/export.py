@@ -118,7 +118,7 @@ def build_card(ckpt: dict, name: str | None = None, version: str | None = None,
 
 # architecture fields that only change inference (no weight depends on them): settable at export
 INFERENCE_KEYS = ("rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "rpn_nms_thresh", "box_score_thresh",
-                  "box_nms_thresh", "detections_per_img")
+                  "box_nms_thresh", "detections_per_img", "seg_score_weight")
 
 
 def _key_value(item, option: str, keys: tuple) -> tuple[str, str]:

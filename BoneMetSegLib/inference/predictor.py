@@ -30,6 +30,7 @@ from ..result import Result
 from .border import cut_faces, drop_mirrored, pad_cut_faces
 from .device import describe_device, fallback_devices, select_device
 from .flips import FLIP_AXES, detect_mirrored, fuse_passes
+from .seg_scores import blend_seg_scores
 from .model_card import model_config_from_card, preprocess_config_from_card
 from .progress import check_cancel
 from .seeds import seed_boxes
@@ -144,6 +145,7 @@ class Predictor:
         det = detect(array, 0)
         if flips:
             det = fuse_passes(det, [detect_mirrored(detect, array, axis) for axis in flips])
+        det = blend_seg_scores(det, self.net.config.seg_score_weight)
         return drop_mirrored(det, offset, pre.crop_size)
 
     def detect(self, array: np.ndarray, progress=None, cancel=None, tile=None, warn=None,

@@ -2,7 +2,8 @@
 
 For each label of an instance labelmap on the CT's grid, the label is mapped (nearest neighbour)
 onto the model's 1 mm preprocessed bone crop, its voxel box is taken there, and
-``MaskRCNN3D.score_boxes`` gives the class probabilities of that box (RoI features, no RPN).
+``MaskRCNN3D.score_boxes`` gives the class probabilities of that box (RoI features, no RPN),
+blended with the lesion map's score of the box where the model card asks (``seg_scores.py``).
 Volume, centroid and box come from the given mask itself, on the input grid.
 """
 
@@ -18,6 +19,7 @@ from ..postprocess.lesions import LabelMeasure, label_measurements, lesion_recor
 from ..preprocessing.pipeline import preprocess
 from ..preprocessing.types import Preprocessed
 from .predictor import Predictor
+from .seg_scores import blend_class_probs
 
 CONTEXT_MM = 32  # context kept around a box when cropping the network input for scoring
 GEOMETRY_TOLERANCE = 1e-3  # relative (spacing) / mm (origin) / cosine (direction)
@@ -88,9 +90,14 @@ def _score_box(predictor: Predictor, array: np.ndarray, box: np.ndarray) -> list
     shifted = box - np.concatenate([lo, lo])
     images = torch.from_numpy(np.ascontiguousarray(sub, dtype=np.float32))[None, None].to(predictor.device)
     boxes = torch.as_tensor(shifted, dtype=torch.float32)[None]
+    weight = predictor.net.config.seg_score_weight if predictor.net.seg_head is not None else 0.0
     with torch.inference_mode():
-        probs = predictor.net.score_boxes(images, [boxes])[0][0]
-    return [float(p) for p in probs.cpu()]
+        if weight:  # the lesion map's score too, blended as predict blends it
+            probs, seg = predictor.net.score_boxes(images, [boxes], with_seg=True)[0]
+            probs = blend_class_probs(probs, seg, weight)
+        else:
+            probs = predictor.net.score_boxes(images, [boxes])[0]
+    return [float(p) for p in probs[0].cpu()]
 
 
 def score_labelmap(

@@ -9,7 +9,8 @@
 
 Detections are dicts of tensors: ``boxes [K, 6]`` (StandardMode, array-axis order, see
 ``BoneMetSegLib.model.config``), ``scores [K]``, ``labels [K]``, optional ``class_probs [K, C]``
-(column 0 = background) and ``masks [K, 1, m, m, m]`` (RoI masks belonging to their box).
+(column 0 = background), ``masks [K, 1, m, m, m]`` (RoI masks belonging to their box) and
+``seg_scores [K]`` (the lesion map's, ``model.seg_head``; merged like the scores).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .device import empty_device_cache
 from .progress import CancelLike, ProgressFn, check_cancel
 
 Shape3 = tuple[int, int, int]
-DETECTION_KEYS = ("boxes", "scores", "labels", "class_probs", "masks")
+DETECTION_KEYS = ("boxes", "scores", "labels", "class_probs", "masks", "seg_scores")
 MERGE_METHODS = ("nms", "wbc")
 
 
@@ -98,7 +99,7 @@ def _empty_like_detections(template: Optional[dict]) -> dict:
         "labels": torch.zeros((0,), dtype=torch.int64),
     }
     if template is not None:
-        for key in ("class_probs", "masks"):
+        for key in ("class_probs", "masks", "seg_scores"):
             if key in template:
                 out[key] = template[key][:0]
     return out
@@ -110,7 +111,7 @@ def _concat(per_tile: list[dict]) -> tuple[dict, torch.Tensor]:
         for key in ("boxes", "scores", "labels"):
             if key not in det:
                 raise ValueError(f"per_tile[{i}] lacks '{key}'")
-    optional = [k for k in ("class_probs", "masks") if all(k in d for d in per_tile)]
+    optional = [k for k in ("class_probs", "masks", "seg_scores") if all(k in d for d in per_tile)]
     keys = ["boxes", "scores", "labels"] + optional
     cat = {}
     for key in keys:
@@ -165,6 +166,8 @@ def _weighted_box_clustering(det: dict, iou_thresh: float) -> dict:
         wn = (w / w.sum())[:, None]
         out["boxes"].append((boxes[members] * wn).sum(0))
         out["scores"].append((scores[members] * wn[:, 0]).sum())
+        if "seg_scores" in det:
+            out["seg_scores"].append((det["seg_scores"][members].float() * wn[:, 0]).sum())
         if "class_probs" in det:
             probs = (det["class_probs"][members].float() * wn).sum(0)
             out["class_probs"].append(probs)

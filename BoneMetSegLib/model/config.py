@@ -81,7 +81,7 @@ class ModelConfig(DictConfig):
     seg_head: bool = False
     seg_head_channels: int = 16
     seg_loss_weight: float = 1.0
-    seg_score_weight: float = 0.0  # detection score = (1 - w) * box score + w * the map's max in the box
+    seg_score_weight: float = 0.0  # inference: score = (1 - w) * box score + w * the map's max in the box
     class_names: tuple = CLASS_NAMES
 
     @property

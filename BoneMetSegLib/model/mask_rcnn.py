@@ -121,29 +121,30 @@ class MaskRCNN3D(nn.Module):
         return [self._add_seg_scores(d, p) for d, p in zip(detections, torch.sigmoid(seg_logits.float())[:, 0])]
 
     def _add_seg_scores(self, det: dict, probs: Tensor) -> dict:
-        """``seg_scores`` (the lesion map's max in each box), ``box_scores`` (the box head's) and
-        ``scores`` blended by ``seg_score_weight``, detections re-sorted by it."""
-        seg = self.seg_head.box_scores(probs, det["boxes"])
-        w = self.config.seg_score_weight
-        scores = (1.0 - w) * det["scores"] + w * seg
-        order = torch.argsort(scores, descending=True)
-        out = {k: v[order] for k, v in det.items()}
-        out.update(box_scores=det["scores"][order], seg_scores=seg[order], scores=scores[order])
-        return out
+        """``det`` with ``seg_scores``: the lesion map's highest probability in each box (the
+        inference blends it into the score: ``BoneMetSegLib.inference.seg_scores``)."""
+        return {**det, "seg_scores": self.seg_head.box_scores(probs, det["boxes"])}
 
     @torch.no_grad()
-    def score_boxes(self, images: Tensor, boxes_per_image: Sequence[Tensor]) -> list[Tensor]:
+    def score_boxes(self, images: Tensor, boxes_per_image: Sequence[Tensor], with_seg: bool = False):
         """Class probabilities ``[K_i, num_classes]`` (rows sum to 1) of GIVEN boxes ``[K_i, 6]``.
 
         Runs backbone, FPN and the box head on these boxes only (no RPN); call ``model.eval()``
-        first. Used to re-score edited lesion masks.
+        first. Used to re-score edited lesion masks. ``with_seg`` (a model with the lesion map):
+        also the map's score of each box, ``(probs, seg_scores)`` per image.
         """
         if len(boxes_per_image) != images.shape[0]:
             raise ValueError(f"need one box tensor per image: {len(boxes_per_image)} for {images.shape[0]} images")
         feats, _, _ = self.features(images)
         ref = feats[0]
         boxes = [torch.as_tensor(b, dtype=ref.dtype, device=ref.device).reshape(-1, 6) for b in boxes_per_image]
-        return self.roi_heads.class_probs(feats[:4], boxes)
+        probs = self.roi_heads.class_probs(feats[:4], boxes)
+        if not with_seg:
+            return probs
+        if self.seg_head is None:
+            raise ValueError("with_seg needs a model with the lesion map (seg_head)")
+        maps = torch.sigmoid(self.seg_head(ref).float())[:, 0]
+        return [(p, self.seg_head.box_scores(m, b)) for p, m, b in zip(probs, maps, boxes)]
 
     def _check_targets(self, images: Tensor, targets: list[dict]) -> None:
         if len(targets) != images.shape[0]:

@@ -64,9 +64,9 @@ def test_lesion_map_learns_a_bright_block_and_scores_its_detection_above_the_bac
     img = torch.randn(1, 1, *SHAPE) * 0.2
     img[..., 20:36, 24:40, 16:32] += 2.0
     tgt = _target(SHAPE, (20, 24, 16, 36, 40, 32))
-    opt = torch.optim.Adam(list(net.seg_head.parameters()) + list(net.fpn.parameters()), lr=3e-3)
+    opt = torch.optim.Adam(list(net.seg_head.parameters()) + list(net.fpn.parameters()), lr=1e-2)
     first = None
-    for _ in range(25):
+    for _ in range(30):
         loss = net(img, [tgt])["loss_seg"]
         first = first if first is not None else loss.item()
         opt.zero_grad()
@@ -81,20 +81,51 @@ def test_lesion_map_learns_a_bright_block_and_scores_its_detection_above_the_bac
     assert inside.item() > 0.5 > outside.item()
 
 
-@pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
-def test_detection_score_blends_box_and_map_scores_and_stays_sorted(weight):
+def test_detections_carry_the_maps_score_beside_the_box_heads():
     torch.manual_seed(0)
-    net = MaskRCNN3D(ModelConfig(**SMALL, seg_score_weight=weight)).eval()
+    net = MaskRCNN3D(ModelConfig(**SMALL)).eval()
+    img = torch.randn(1, 1, *SHAPE)
     with torch.no_grad():
-        det = net(torch.randn(1, 1, *SHAPE))[0]
-    assert {"box_scores", "seg_scores"} <= set(det)
+        det = net(img)[0]
+        probs = torch.sigmoid(net.seg_head(net.features(img)[0][0]))[0, 0]
     k = det["boxes"].shape[0]
     assert k > 0 and det["seg_scores"].shape == (k,)
-    torch.testing.assert_close(det["box_scores"], 1 - det["class_probs"][:, 0])
-    torch.testing.assert_close(det["scores"], (1 - weight) * det["box_scores"] + weight * det["seg_scores"])
-    assert (det["scores"][:-1] >= det["scores"][1:]).all()
+    torch.testing.assert_close(det["scores"], 1 - det["class_probs"][:, 0])  # blending is the inference's
+    torch.testing.assert_close(det["seg_scores"], net.seg_head.box_scores(probs, det["boxes"]))
+    assert ((det["seg_scores"] > 0) & (det["seg_scores"] < 1)).all()
 
 
 def test_without_the_head_nothing_changes():
     net = MaskRCNN3D(ModelConfig(fpn_channels=16, kernel_size=3, drop_path_rate=0.0))
     assert net.seg_head is None and not any(k.startswith("seg_head.") for k in net.state_dict())
+
+
+def test_blend_re_sorts_by_the_blended_score_and_keeps_it_one_minus_p_background():
+    from BoneMetSegLib.inference.seg_scores import blend_seg_scores
+
+    probs = torch.tensor([[0.1, 0.6, 0.3], [0.7, 0.1, 0.2]])
+    det = {"boxes": torch.arange(12.0).reshape(2, 6), "scores": 1 - probs[:, 0], "class_probs": probs,
+           "seg_scores": torch.tensor([0.1, 0.9]), "labels": torch.tensor([1, 2])}
+    out = blend_seg_scores(det, 0.75)
+    torch.testing.assert_close(out["scores"], torch.tensor([0.75, 0.3]))  # 0.25*0.3+0.75*0.9, 0.25*0.9+0.75*0.1
+    torch.testing.assert_close(out["box_scores"], torch.tensor([0.3, 0.9]))
+    torch.testing.assert_close(out["class_probs"][:, 0], 1 - out["scores"])
+    torch.testing.assert_close(out["class_probs"][0, 1:] / out["class_probs"][0, 1:].sum(), torch.tensor([1 / 3, 2 / 3]))
+    torch.testing.assert_close(out["class_probs"].sum(1), torch.ones(2))
+    assert out["labels"].tolist() == [2, 1] and torch.equal(out["boxes"][0], det["boxes"][1])
+    assert blend_seg_scores(det, 0.0) is det
+    plain = {k: v for k, v in det.items() if k != "seg_scores"}
+    assert blend_seg_scores(plain, 0.5) is plain
+
+
+def test_tiles_merge_the_seg_scores_with_their_detections():
+    from BoneMetSegLib.inference.tiling import merge_detections
+
+    a = {"boxes": torch.tensor([[10.0, 10, 10, 20, 20, 20]]), "scores": torch.tensor([0.8]),
+         "labels": torch.tensor([1]), "seg_scores": torch.tensor([0.6])}
+    b = {"boxes": torch.tensor([[10.0, 10, 10, 20, 20, 20], [40.0, 40, 40, 50, 50, 50]]),
+         "scores": torch.tensor([0.2, 0.5]), "labels": torch.tensor([1, 1]), "seg_scores": torch.tensor([0.1, 0.7])}
+    for method, expected in (("nms", 0.6), ("wbc", 0.8 * 0.6 + 0.2 * 0.1)):  # the top box's, or score-weighted
+        merged = merge_detections([a, b], method=method)
+        assert merged["seg_scores"].shape == (2,)
+        assert sorted(merged["seg_scores"].tolist()) == pytest.approx(sorted([expected, 0.7]))
