@@ -283,10 +283,19 @@ def param_groups(model: MaskRCNN3D, optim: OptimConfig) -> list[dict]:
 
 def init_from_weights(model: MaskRCNN3D, path: str | Path) -> None:
     """Start from exported weights (``BoneMetSegLib`` format, sha256 checked); the architecture must
-    match, except that a lesion segmentation head (``model.seg_head``) the weights lack starts new."""
+    match, except that a lesion segmentation head (``model.seg_head``) the weights lack starts new
+    and input channels the weights lack (``model.bone_contrast_mm``) start with zero weights."""
     state, _ = load_weights(Path(path))
+    state = {k: v.float() for k, v in state.items()}
+    own = model.state_dict()
+    for key, value in state.items():  # a stem that gains input channels (bone contrast) starts them at 0
+        if (key in own and value.dim() == 5 and own[key].dim() == 5 and value.shape[1] < own[key].shape[1]
+                and value.shape[0] == own[key].shape[0] and value.shape[2:] == own[key].shape[2:]):
+            wider = torch.zeros_like(own[key])
+            wider[:, :value.shape[1]] = value
+            state[key] = wider
     try:
-        missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not (model.seg_head is not None and k.startswith("seg_head."))]
         if missing or unexpected:
             raise RuntimeError(f"{len(missing)} missing, {len(unexpected)} unexpected tensors, "

@@ -39,6 +39,11 @@ class ModelConfig(DictConfig):
     backbone: str = "convnextv2"  # one of BACKBONES
     backbone_size: str = "atto"  # ConvNeXt sizes (CONVNEXT_SIZES); ignored for ResNets
     in_channels: int = 1
+    # a second channel made inside the model: contrast to the local bone mean (bone_contrast.py);
+    # 0: off (the embedded weights). level: the normalised input above which a voxel is bone
+    # ((150 HU + 200) / 400 with the cards' norm_mean -200, norm_std 400)
+    bone_contrast_mm: int = 0
+    bone_contrast_level: float = 0.875
     stem_stride: int = 4  # patchify stem; P2 has this stride
     kernel_size: int = 7  # depthwise kernel of ConvNeXt blocks
     drop_path_rate: float = 0.1
@@ -83,6 +88,11 @@ class ModelConfig(DictConfig):
     seg_loss_weight: float = 1.0
     seg_score_weight: float = 0.0  # inference: score = (1 - w) * box score + w * the map's max in the box
     class_names: tuple = CLASS_NAMES
+
+    @property
+    def backbone_in_channels(self) -> int:
+        """The image channels plus the bone-contrast channel when it is on."""
+        return self.in_channels + (1 if self.bone_contrast_mm else 0)
 
     @property
     def strides(self) -> tuple:

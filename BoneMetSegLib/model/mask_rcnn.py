@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .backbones import build_backbone
 from .backbones.layers import use_fast_convs
+from .bone_contrast import BoneContrast
 from .config import ModelConfig
 from .fpn import FPN3D
 from .multiscale_roi_align import MultiScaleRoIAlign3D
@@ -53,6 +54,8 @@ class MaskRCNN3D(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.bone_contrast = (BoneContrast(config.bone_contrast_mm, config.bone_contrast_level, config.stem_stride)
+                              if config.bone_contrast_mm else None)
         self.backbone = build_backbone(config)
         self.fpn = FPN3D(self.backbone.out_channels, config.fpn_channels)
         self.rpn = build_rpn(config, config.fpn_channels)
@@ -90,7 +93,8 @@ class MaskRCNN3D(nn.Module):
     def features(self, images: Tensor) -> tuple[list[Tensor], Tensor, list[tuple[int, int, int]]]:
         """FPN maps ``[P2..P6]``, the padded batch and the unpadded image sizes."""
         padded, sizes = self.pad(images)
-        return self.fpn(self.backbone(padded)), padded, sizes
+        x = padded if self.bone_contrast is None else torch.cat([padded, self.bone_contrast(padded)], dim=1)
+        return self.fpn(self.backbone(x)), padded, sizes
 
     # ------------------------------------------------------------------ API
     def forward(self, images: Tensor, targets: list[dict] | None = None,

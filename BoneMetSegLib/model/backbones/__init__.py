@@ -28,13 +28,13 @@ def build_backbone(config: ModelConfig) -> nn.Module:
         return convnext3d(
             config.backbone_size,
             version=2 if name == "convnextv2" else 1,
-            in_channels=config.in_channels,
+            in_channels=config.backbone_in_channels,
             kernel_size=config.kernel_size,
             stem_stride=config.stem_stride,
             drop_path_rate=config.drop_path_rate,
         )
     if name in ("resnet50", "resnet101"):
-        return resnet3d(name, in_channels=config.in_channels, stem_stride=config.stem_stride)
+        return resnet3d(name, in_channels=config.backbone_in_channels, stem_stride=config.stem_stride)
     raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
 
 
