@@ -19,7 +19,9 @@ N_PYRAMID_LEVELS = 5  # P2..P6: one anchor size per level
 UNIT_FIELDS = {  # fractions and IoU thresholds: within [0, 1]
     "drop_path_rate", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_positive_fraction", "rpn_nms_thresh",
     "box_fg_iou_thresh", "box_bg_iou_thresh", "box_positive_fraction", "box_score_thresh", "box_nms_thresh",
+    "seg_score_weight",
 }
+ZERO_ALLOWED = {"box_gt_jitter", "bone_contrast_mm"}  # whole numbers where 0 means none / off
 CHOICES = {"backbone": BACKBONES, "backbone_size": tuple(CONVNEXT_SIZES), "rpn_matcher": ("atss", "iou"),
            "rpn_sampler": ("hard", "random"), "head_norm": ("layer", "none")}
 # top-level inference settings: (allowed None, lowest, highest)
@@ -47,7 +49,7 @@ def _problem(field: str, value, default) -> str | None:
     if isinstance(default, int):
         if not (isinstance(value, int) and not isinstance(value, bool)):
             return "must be a whole number"
-        return None if value > 0 or field == "box_gt_jitter" and value == 0 else "must be positive"
+        return None if value > 0 or field in ZERO_ALLOWED and value == 0 else "must be positive"
     if isinstance(default, float):
         if not _is_number(value):
             return "must be a number"
