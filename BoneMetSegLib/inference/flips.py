@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..model.box_ops import flip_boxes, pairwise_iou
+from .tiling import select_detections
 
 FLIP_AXES = (0, 1, 2)  # z, y, x of the crop
 FLIP_MATCH_IOU = 0.1  # chosen on validation patches (docs/training.md): 0.1 beat 0.2 and one pass
@@ -55,7 +56,7 @@ def fuse_passes(det: dict, mirrored: list, iou: float = FLIP_MATCH_IOU) -> dict:
     probs = total / (1 + len(mirrored))
     out = {**det, "class_probs": probs, "scores": 1.0 - probs[:, 0]}
     order = torch.argsort(out["scores"], descending=True, stable=True)
-    return {k: (v[order] if torch.is_tensor(v) and v.ndim and len(v) == len(order) else v) for k, v in out.items()}
+    return select_detections(out, order)
 
 
 __all__ = ["FLIP_AXES", "FLIP_MATCH_IOU", "detect_mirrored", "fuse_passes"]

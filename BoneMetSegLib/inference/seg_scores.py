@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .tiling import select_detections
+
 
 def blend_class_probs(class_probs: torch.Tensor, seg_scores: torch.Tensor, weight: float) -> torch.Tensor:
     """``[K, 3]`` probabilities whose ``1 - p_background`` is the blended score (origin ratio kept)."""
@@ -32,9 +34,8 @@ def blend_seg_scores(det: dict, weight: float) -> dict:
     probs = blend_class_probs(det["class_probs"], det["seg_scores"], weight)
     scores = 1.0 - probs[:, 0]
     order = torch.argsort(scores, descending=True, stable=True)
-    out = {k: (v[order] if torch.is_tensor(v) and v.ndim and len(v) == len(order) else v) for k, v in det.items()}
-    out.update(scores=scores[order], class_probs=probs[order], box_scores=det["scores"].float()[order])
-    return out
+    return select_detections({**det, "scores": scores, "class_probs": probs, "box_scores": det["scores"].float()},
+                             order)
 
 
 __all__ = ["blend_class_probs", "blend_seg_scores"]

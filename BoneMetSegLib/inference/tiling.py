@@ -123,8 +123,11 @@ def _concat(per_tile: list[dict]) -> tuple[dict, torch.Tensor]:
     return cat, tile_idx
 
 
-def _select(det: dict, idx: torch.Tensor) -> dict:
-    return {k: v[idx] for k, v in det.items()}
+def select_detections(det: dict, idx: torch.Tensor) -> dict:
+    """``det`` with every per-detection tensor (first dimension K, that of ``scores``) indexed by
+    ``idx`` (a subset or an order); other entries as they are."""
+    k = len(det["scores"])
+    return {key: (v[idx] if torch.is_tensor(v) and v.ndim and len(v) == k else v) for key, v in det.items()}
 
 
 def _truncated_and_seen_elsewhere(
@@ -151,7 +154,7 @@ def _truncated_and_seen_elsewhere(
 def _weighted_box_clustering(det: dict, iou_thresh: float) -> dict:
     """Cluster by IoU around the best box; average boxes, scores and class probabilities weighted by score."""
     order = torch.argsort(det["scores"], descending=True, stable=True)
-    det = _select(det, order)
+    det = select_detections(det, order)
     boxes, scores = det["boxes"], det["scores"].float()
     remaining = torch.ones(len(boxes), dtype=torch.bool)
     iou = box_iou(boxes, boxes) if len(boxes) else torch.zeros((0, 0))
@@ -181,7 +184,7 @@ def _weighted_box_clustering(det: dict, iou_thresh: float) -> dict:
         return det
     merged = {k: torch.stack(v) for k, v in out.items()}
     order = torch.argsort(merged["scores"], descending=True, stable=True)
-    return _select(merged, order)
+    return select_detections(merged, order)
 
 
 def merge_detections(
@@ -214,13 +217,13 @@ def merge_detections(
         ends = starts + torch.tensor([list(d["tile_shape"]) for d in per_tile], dtype=torch.float32)
         vol = torch.tensor(list(volume_shape), dtype=torch.float32)
         drop = _truncated_and_seen_elsewhere(det["boxes"], tile_idx, starts, ends, vol, float(border_margin))
-        det = _select(det, torch.nonzero(~drop).flatten())
+        det = select_detections(det, torch.nonzero(~drop).flatten())
 
     if method == "nms":
         keep = non_max_suppression(det["boxes"], det["scores"].float(), nms_iou)
-        merged = _select(det, torch.as_tensor(keep, dtype=torch.int64).reshape(-1))
+        merged = select_detections(det, torch.as_tensor(keep, dtype=torch.int64).reshape(-1))
         order = torch.argsort(merged["scores"], descending=True, stable=True)
-        return _select(merged, order)
+        return select_detections(merged, order)
     return _weighted_box_clustering(det, nms_iou)
 
 
@@ -347,6 +350,7 @@ __all__ = [
     "effective_tile",
     "fallback_tile_sizes",
     "merge_detections",
+    "select_detections",
     "run_tiled",
     "is_oom_error",
     "with_oom_fallback",

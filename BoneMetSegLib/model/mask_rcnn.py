@@ -117,12 +117,11 @@ class MaskRCNN3D(nn.Module):
         detections, head_losses = self.roi_heads(feats[:4], proposals, sizes, train_targets)
         if self.seg_head is None:
             return {**rpn_losses, **head_losses} if self.training else detections
-        seg_logits = self.seg_head(feats[0])
         if self.training:
             target = self.seg_head.target([t["masks"] for t in targets], tuple(padded.shape[2:]), padded)
             return {**rpn_losses, **head_losses,
-                    "loss_seg": self.config.seg_loss_weight * self.seg_head.loss(seg_logits, target)}
-        return [self._add_seg_scores(d, p) for d, p in zip(detections, torch.sigmoid(seg_logits.float())[:, 0])]
+                    "loss_seg": self.config.seg_loss_weight * self.seg_head.loss(self.seg_head(feats[0]), target)}
+        return [self._add_seg_scores(d, p) for d, p in zip(detections, self.seg_head.probabilities(feats[0]))]
 
     def _add_seg_scores(self, det: dict, probs: Tensor) -> dict:
         """``det`` with ``seg_scores``: the lesion map's highest probability in each box (the
@@ -147,7 +146,7 @@ class MaskRCNN3D(nn.Module):
             return probs
         if self.seg_head is None:
             raise ValueError("with_seg needs a model with the lesion map (seg_head)")
-        maps = torch.sigmoid(self.seg_head(ref).float())[:, 0]
+        maps = self.seg_head.probabilities(ref)
         return [(p, self.seg_head.box_scores(m, b)) for p, m, b in zip(probs, maps, boxes)]
 
     def _check_targets(self, images: Tensor, targets: list[dict]) -> None:

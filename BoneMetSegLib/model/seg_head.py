@@ -37,18 +37,19 @@ class LesionSegHead(nn.Module):
     def forward(self, p2: Tensor) -> Tensor:
         return self.logits(F.gelu(self.norm(self.conv(p2))))
 
+    def probabilities(self, p2: Tensor) -> Tensor:
+        """The map as lesion probabilities ``[N, d, h, w]`` (float32)."""
+        return torch.sigmoid(self(p2).float())[:, 0]
+
     def target(self, masks: list[Tensor], padded_shape: tuple, ref: Tensor) -> Tensor:
         """Share of each P2 cell inside any lesion: ``[N, 1, d, h, w]`` from per-image ``[K, D, H, W]``
         masks (unpadded; padded with 0 to ``padded_shape``)."""
-        out = []
-        for m in masks:
-            union = m.to(torch.bool).any(dim=0) if m.shape[0] else torch.zeros(m.shape[1:], dtype=torch.bool,
-                                                                                   device=ref.device)
-            pad = []
-            for s, p in zip(reversed(union.shape), reversed(padded_shape)):
-                pad += [0, p - s]
-            out.append(F.pad(union.to(ref.dtype), pad)[None])
-        return F.avg_pool3d(torch.stack(out), self.stride)
+        canvas = ref.new_zeros((len(masks), 1, *padded_shape))
+        for i, m in enumerate(masks):
+            if m.shape[0]:
+                d, h, w = m.shape[1:]
+                canvas[i, 0, :d, :h, :w] = m.to(torch.bool).any(dim=0)
+        return F.avg_pool3d(canvas, self.stride)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(logits.float(), target) + self.dice(logits.float(), target)
