@@ -64,6 +64,10 @@ class DataConfig:
     real_patches: str | None = None
     real_patches_exclude: list = field(default_factory=list)  # patch files left out (leave-one-patch-out)
     p_real_patch: float = 0.0
+    # the same folder's lesions pasted into training patients (training.lesion_paste): each
+    # synthetic training patient gets n_paste_real (min, max) of them with probability p_paste_real
+    p_paste_real: float = 0.0
+    n_paste_real: list = field(default_factory=lambda: [1, 2])
 
     def real_patches_dir(self, shared_data: Path) -> Path | None:
         """The folder of ``real_patches`` (None when unset)."""
@@ -381,8 +385,17 @@ def _real_patch_problems(cfg: TrainConfig) -> list[str]:
     d = cfg.data
     if not _number(d.p_real_patch) or not 0 <= d.p_real_patch < 1:
         return [f"data.p_real_patch must be in [0, 1), not {d.p_real_patch}"]
-    if d.p_real_patch > 0 and not d.real_patches:
-        return ["data.p_real_patch > 0 but data.real_patches is not set (a folder of CT patches and lesions.csv)"]
+    if not _number(d.p_paste_real) or not 0 <= d.p_paste_real <= 1:
+        return [f"data.p_paste_real must be in [0, 1], not {d.p_paste_real}"]
+    n = d.n_paste_real
+    if not (isinstance(n, (list, tuple)) and len(n) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                for v in n) and 1 <= n[0] <= n[1]):
+        return [f"data.n_paste_real must be [min, max] whole numbers with 1 <= min <= max, not {n!r}"]
+    for key in ("p_real_patch", "p_paste_real"):
+        if getattr(d, key) > 0 and not d.real_patches:
+            return [f"data.{key} > 0 but data.real_patches is not set (a folder of CT patches and lesions.csv)"]
+    if d.p_paste_real > 0 and d.source != "synthetic":
+        return ["data.p_paste_real > 0 pastes real lesions into synthetic patients: set data.source to synthetic"]
     if not d.real_patches:
         return []
     folder = d.real_patches_dir(cfg.shared_data_dir())

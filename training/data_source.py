@@ -11,7 +11,9 @@
   ``start + w, start + w + W, ...``, the order in which the DataLoader returns them).
 * ``validation_batches``: the fixed validation batches (no augmentation), split over ranks.
 * Real patches with box labels (``data.real_patches``, ``training.real_patches``) join the
-  training patches with probability ``data.p_real_patch``; they never enter validation.
+  training patches with probability ``data.p_real_patch``; they never enter validation. Their
+  lesions can also be pasted into synthetic training patients (``data.p_paste_real``,
+  ``training.lesion_paste``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from .engine import TrainingCase, case_stats
 from .hosts import canonical_1mm, load_host
 from .patches import choose_patch_start, crop_patch, mask_to_box
 from .real_patches import draw_unknown_origins, load_box_cases
-from .synthetic import plant_lesions
+from .lesion_paste import load_donors, paste_lesions
+from .synthetic import draw_bone_centre, plant_lesions
 
 
 class DataSourceError(ValueError):
@@ -73,6 +76,7 @@ class CaseSource:
         self.cfg = cfg
         self._hard = None
         self._real: list | None = None
+        self._donors: list | None = None
         d = cfg.data
         if d.source == "synthetic":
             self.kind = "synthetic"
@@ -99,6 +103,7 @@ class CaseSource:
             patients = sorted(set(self.patient_of.values()))
             self.description = f"{len(self.case_dirs)} annotated cases of {len(patients)} patients in {d.dataset_dir}"
         self.split = split_patients(patients, d.split, cfg.seed)
+        self._train = set(self.split.train)  # real lesions are pasted into these only
 
     # ------------------------------------------------------------------ cases
     def cases_of(self, patients: list) -> list:
@@ -119,6 +124,7 @@ class CaseSource:
             for name in self.host_names:
                 self.host(name)
         self.real_cases()
+        self.donors()
 
     def real_cases(self) -> list:
         """The real box-labelled training patches (``data.real_patches`` less the excluded ones)."""
@@ -129,6 +135,16 @@ class CaseSource:
                           if folder is not None and d.p_real_patch > 0 else [])
         return self._real
 
+    def donors(self) -> list:
+        """The real lesions pasted into synthetic training patients (``data.p_paste_real``;
+        ``training.lesion_paste``): those of ``data.real_patches`` less the excluded patches."""
+        if self._donors is None:
+            d = self.cfg.data
+            folder = d.real_patches_dir(self.cfg.shared_data_dir())
+            self._donors = (load_donors(folder, d.real_patches_exclude)
+                            if folder is not None and d.p_paste_real > 0 and self.kind == "synthetic" else [])
+        return self._donors
+
     def host(self, name):
         """The training host CT of this name (loaded once)."""
         if name not in self._hosts:
@@ -138,7 +154,13 @@ class CaseSource:
     def _synthetic_case(self, i: int) -> TrainingCase:
         host = self.host(self.host_names[i % len(self.host_names)])
         rng = np.random.default_rng([self.cfg.seed, i])
-        image, labels, lesions = plant_lesions(host, rng=rng, config=self.synthetic_config_of(i))
+        config = self.synthetic_config_of(i)
+        image, labels, lesions = plant_lesions(host, rng=rng, config=config)
+        paste = np.random.default_rng([self.cfg.seed, i, 3])  # its own stream: the planted lesions stay
+        if self.donors() and i in self._train and paste.random() < self.cfg.data.p_paste_real:
+            lo, hi = self.cfg.data.n_paste_real
+            lesions = paste_lesions(image, labels, lesions, lambda r: draw_bone_centre(host, r, config)[1],
+                                    self.donors(), int(paste.integers(lo, hi + 1)), paste)
         mean, std = case_stats(image, self.cfg.preprocess)
         return TrainingCase(f"{host.name}-{i:05d}", image, labels, lesions, host.bone, mean, std,
                             self._mined(self.host_names[i % len(self.host_names)]))
@@ -193,6 +215,12 @@ class CaseSource:
                                    "train": [c.name for c in self.real_cases()],
                                    "excluded": list(d.real_patches_exclude), "p_real_patch": d.p_real_patch,
                                    "labels": "boxes only: ellipsoid masks, origin drawn at random per patch"}
+        if self.donors():
+            rec["pasted_real_lesions"] = {"folder": str(d.real_patches_dir(self.cfg.shared_data_dir())),
+                                          "donors": [x.name for x in self.donors()],
+                                          "excluded": list(d.real_patches_exclude),
+                                          "p_paste_real": d.p_paste_real, "n_paste_real": list(d.n_paste_real),
+                                          "rule": "training patients only; training.lesion_paste"}
         return rec
 
 

@@ -3,12 +3,12 @@
     python -m training.leave_one_patch_out --config training/configs/cpu_blds.yaml \\
         --init BoneMetSegLib/weights/default.pt --out runs/lopo [--all]
 
-For each patch of the config's ``data.real_patches`` folder, train the recipe with that patch left
-out (``data.real_patches_exclude``; ``python -m training.train`` in a subprocess, run folder
-``OUT/fold-<patch>``), export the fold's last checkpoint (a fixed number of steps: nothing is
-chosen on the patch it is judged on) and predict the left-out patch with it. The report
-(``OUT/lopo.md`` and ``.json``, the layout of ``training.evaluate``'s BLDS section) pools the
-left-out predictions: lesions found at <= 2 false positives per patch, and each lesion's score and
+For each patch of the config's ``data.real_patches`` folder, train the recipe with that patch (and
+its pasted lesions, ``data.p_paste_real``) left out (``data.real_patches_exclude``; ``python -m
+training.train`` in a subprocess, run folder ``OUT/fold-<patch>``), export the fold's last
+checkpoint (a fixed number of steps: nothing is chosen on the patch it is judged on) and predict
+the left-out patch with it. The report (``OUT/lopo.md`` and ``.json``, the layout of
+``training.evaluate``'s BLDS section) pools the left-out predictions: lesions found at <= 2 false positives per patch, and each lesion's score and
 rank. These are the only BLDS figures a model trained on the patches may quote. ``--all`` then
 trains the recipe on every patch (``OUT/all``): the model to export, whose BLDS figures are
 the leave-one-patch-out ones. A fold whose ``model.pt`` exists is not trained again.
@@ -62,8 +62,9 @@ def markdown(report: dict) -> str:
 def run(config: str, out: Path, init: str | None, extra_sets: list, train_all: bool) -> dict:
     cfg = load_config(config, parse_overrides(extra_sets))  # the folds train with these sets too
     folder = cfg.data.real_patches_dir(cfg.shared_data_dir())
-    if folder is None or cfg.data.p_real_patch <= 0:
-        raise ConfigError(f"{config}: set data.real_patches and data.p_real_patch > 0 to train on real patches")
+    if folder is None or (cfg.data.p_real_patch <= 0 and cfg.data.p_paste_real <= 0):
+        raise ConfigError(f"{config}: set data.real_patches and data.p_real_patch > 0 (train on the patches) "
+                          "or data.p_paste_real > 0 (paste their lesions into synthetic patients)")
     names = sorted(read_blds(folder))
     models = {name: train_fold(config, out / f"fold-{name.split('.')[0]}", [name], init, extra_sets)
               for name in names}
@@ -83,7 +84,8 @@ def run(config: str, out: Path, init: str | None, extra_sets: list, train_all: b
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="a training recipe with data.real_patches and p_real_patch > 0")
+    parser.add_argument("--config", required=True,
+                        help="a training recipe with data.real_patches and p_real_patch or p_paste_real > 0")
     parser.add_argument("--out", required=True, help="folder for the folds and lopo.md/json")
     parser.add_argument("--init", help="weights to start each fold from (as training.train --init)")
     parser.add_argument("--set", action="append", default=[], help="section.key=value for every fold")

@@ -282,6 +282,17 @@ def sample_diameter(rng: np.random.Generator, cfg: SyntheticConfig) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
+def draw_bone_centre(host: Host, rng: np.random.Generator, cfg: SyntheticConfig | None = None) -> tuple:
+    """A ``(site, (z, y, x) voxel)`` of ``host`` where ``plant_lesions`` could put a lesion: the
+    site drawn with ``cfg.site_weights`` among those present, the voxel as ``plant_lesions`` draws it."""
+    cfg = cfg or SyntheticConfig()
+    sites = [s for s in host.sites_present() if cfg.site_weights.get(s, 0.0) > 0]
+    if not sites:
+        raise ValueError(f"host '{host.name}' has no bone in any site of config.site_weights")
+    site = sites[rng.choice(len(sites), p=_normalised([cfg.site_weights[s] for s in sites]))]
+    return site, _draw_centre(host, site, rng, cfg)
+
+
 def _draw_centre(host: Host, site: str, rng: np.random.Generator, cfg: SyntheticConfig) -> tuple:
     """A voxel of ``site``; with probability ``p_subcortical`` one within ``subcortical_mm`` of
     the bone surface (a few draws are tried; the last one is kept)."""
@@ -538,5 +549,5 @@ def _choice(rng: np.random.Generator, probs: dict) -> str:
     return keys[rng.choice(len(keys), p=_normalised([probs[k] for k in keys]))]
 
 
-__all__ = ["SyntheticConfig", "plant_lesions", "draw_patient", "sample_diameter", "smooth_noise",
+__all__ = ["SyntheticConfig", "plant_lesions", "draw_bone_centre", "draw_patient", "sample_diameter", "smooth_noise",
            "ORIGINS", "KINDS", "ORIGIN_CLASS"]
