@@ -37,7 +37,7 @@ from .hosts import canonical_1mm, load_host
 from .patches import choose_patch_start, crop_patch, mask_to_box
 from .real_patches import draw_unknown_origins, load_box_cases
 from .lesion_paste import load_donors, paste_lesions
-from .synthetic import draw_bone_centre, plant_lesions
+from .synthetic import bone_centre_sampler, plant_lesions
 
 
 class DataSourceError(ValueError):
@@ -159,7 +159,8 @@ class CaseSource:
         paste = np.random.default_rng([self.cfg.seed, i, 3])  # its own stream: the planted lesions stay
         if self.donors() and i in self._train and paste.random() < self.cfg.data.p_paste_real:
             lo, hi = self.cfg.data.n_paste_real
-            lesions = paste_lesions(image, labels, lesions, lambda r: draw_bone_centre(host, r, config)[1],
+            draw_site_centre = bone_centre_sampler(host, config)
+            lesions = paste_lesions(image, labels, lesions, lambda r: draw_site_centre(r)[1],
                                     self.donors(), int(paste.integers(lo, hi + 1)), paste)
         mean, std = case_stats(image, self.cfg.preprocess)
         return TrainingCase(f"{host.name}-{i:05d}", image, labels, lesions, host.bone, mean, std,

@@ -8,8 +8,8 @@ its pasted lesions, ``data.p_paste_real``) left out (``data.real_patches_exclude
 training.train`` in a subprocess, run folder ``OUT/fold-<patch>``), export the fold's last
 checkpoint (a fixed number of steps: nothing is chosen on the patch it is judged on) and predict
 the left-out patch with it. The report (``OUT/lopo.md`` and ``.json``, the layout of
-``training.evaluate``'s BLDS section) pools the left-out predictions: lesions found at <= 2 false positives per patch, and each lesion's score and
-rank. These are the only BLDS figures a model trained on the patches may quote. ``--all`` then
+``training.evaluate``'s BLDS section) pools the left-out predictions: lesions found at <= 2 false
+positives per patch, and each lesion's score and rank. These are the only BLDS figures a model trained on the patches may quote. ``--all`` then
 trains the recipe on every patch (``OUT/all``): the model to export, whose BLDS figures are
 the leave-one-patch-out ones. A fold whose ``model.pt`` exists is not trained again.
 """

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .real_patches import load_box_cases
+from .real_patches import ellipsoid_radius2, load_box_cases
 
 BONE_HU = (150.0, 1000.0)  # what counts as the bone around a lesion (its median is the bone level)
 FALLBACK_BONE_HU = 250.0  # bone level when a crop holds too little bone to measure
@@ -62,10 +62,8 @@ def load_donors(folder: Path, exclude=(), margin_mm: int = 4, edge_mm: float = 3
 def ellipsoid_weight(shape, lo, hi, edge_mm: float) -> np.ndarray:
     """float32 of ``shape``: 1 in the ellipsoid inscribed in the voxel box ``lo..hi`` (max
     exclusive), falling linearly to 0 over ``edge_mm`` outside it (measured along its mean half axis)."""
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    centre, half = (lo + hi) / 2, np.maximum((hi - lo) / 2, 0.5)
-    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
-    r = np.sqrt(sum(((g + 0.5 - c) / h) ** 2 for g, c, h in zip(grid, centre, half)))
+    r = np.sqrt(ellipsoid_radius2(shape, lo, hi))
+    half = np.maximum((np.asarray(hi, float) - np.asarray(lo, float)) / 2, 0.5)
     outer = 1.0 + edge_mm / float(half.mean())
     return np.clip((outer - r) / (outer - 1.0), 0.0, 1.0).astype(np.float32)
 

@@ -39,17 +39,22 @@ def box_to_voxels(image: sitk.Image, box_lps) -> np.ndarray:
     return np.r_[xyz.min(0)[::-1], xyz.max(0)[::-1]]
 
 
+def ellipsoid_radius2(shape: tuple, lo, hi) -> np.ndarray:
+    """Squared normalised radius, over a grid of ``shape``, of the ellipsoid inscribed in the voxel
+    box ``lo..hi`` (voxel edges; half axes at least half a voxel): <= 1 inside it."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    centre, half = (lo + hi) / 2, np.maximum((hi - lo) / 2, 0.5)
+    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return sum(((g + 0.5 - c) / h) ** 2 for g, c, h in zip(grid, centre, half))
+
+
 def ellipsoid_labels(shape: tuple, boxes_vox: np.ndarray) -> np.ndarray:
     """uint16 labels ``1..K``: the ellipsoid inscribed in each voxel box (later boxes win where
     two overlap); every box gets at least its centre voxel."""
     labels = np.zeros(shape, np.uint16)
-    grid = np.ogrid[tuple(slice(0, n) for n in shape)]
     for k, box in enumerate(np.asarray(boxes_vox, float).reshape(-1, 6), start=1):
-        lo, hi = box[:3], box[3:]
-        centre, half = (lo + hi) / 2, np.maximum((hi - lo) / 2, 0.5)
-        inside = sum(((g + 0.5 - c) / h) ** 2 for g, c, h in zip(grid, centre, half)) <= 1.0
-        labels[inside] = k
-        cz, cy, cx = (int(np.clip(np.floor(c), 0, n - 1)) for c, n in zip(centre, shape))
+        labels[ellipsoid_radius2(shape, box[:3], box[3:]) <= 1.0] = k
+        cz, cy, cx = (int(np.clip(np.floor(c), 0, n - 1)) for c, n in zip((box[:3] + box[3:]) / 2, shape))
         labels[cz, cy, cx] = k
     return labels
 
@@ -88,4 +93,4 @@ def draw_unknown_origins(lesions: list, rng: np.random.Generator) -> list:
             for les in lesions]
 
 
-__all__ = ["box_to_voxels", "ellipsoid_labels", "load_box_cases", "draw_unknown_origins"]
+__all__ = ["box_to_voxels", "ellipsoid_radius2", "ellipsoid_labels", "load_box_cases", "draw_unknown_origins"]

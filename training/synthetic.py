@@ -208,10 +208,7 @@ def plant_lesions(
     """
     cfg = config or SyntheticConfig()
     rng = np.random.default_rng(rng)
-    sites = [s for s in host.sites_present() if cfg.site_weights.get(s, 0.0) > 0]
-    if not sites:
-        raise ValueError(f"host '{host.name}' has no bone in any site of config.site_weights")
-    site_p = _normalised([cfg.site_weights[s] for s in sites])
+    draw_site_centre = bone_centre_sampler(host, cfg)
     origin, kinds = draw_patient(rng, cfg, n_lesions, origin)
 
     image = host.image_hu.astype(np.float32, copy=True)
@@ -223,8 +220,7 @@ def plant_lesions(
     lesions: list[dict] = []
     for kind in kinds:
         for _ in range(cfg.max_tries):
-            site = sites[rng.choice(len(sites), p=site_p)]
-            centre = _draw_centre(host, site, rng, cfg)
+            site, centre = draw_site_centre(rng)
             radius = sample_diameter(rng, cfg) / 2.0
             p_exp = cfg.p_expansile.get(site, 0.0) if kind == "lytic" else 0.0
             form = "expansile" if p_exp > 0 and rng.random() < p_exp else "plain"
@@ -282,15 +278,21 @@ def sample_diameter(rng: np.random.Generator, cfg: SyntheticConfig) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-def draw_bone_centre(host: Host, rng: np.random.Generator, cfg: SyntheticConfig | None = None) -> tuple:
-    """A ``(site, (z, y, x) voxel)`` of ``host`` where ``plant_lesions`` could put a lesion: the
-    site drawn with ``cfg.site_weights`` among those present, the voxel as ``plant_lesions`` draws it."""
+def bone_centre_sampler(host: Host, cfg: SyntheticConfig | None = None):
+    """``draw(rng) -> (site, (z, y, x) voxel)``: where ``plant_lesions`` puts a lesion in ``host``,
+    the site drawn with ``cfg.site_weights`` among those present (found once, here: a scan of the
+    host's site labels), then a voxel of it (``_draw_centre``)."""
     cfg = cfg or SyntheticConfig()
     sites = [s for s in host.sites_present() if cfg.site_weights.get(s, 0.0) > 0]
     if not sites:
         raise ValueError(f"host '{host.name}' has no bone in any site of config.site_weights")
-    site = sites[rng.choice(len(sites), p=_normalised([cfg.site_weights[s] for s in sites]))]
-    return site, _draw_centre(host, site, rng, cfg)
+    site_p = _normalised([cfg.site_weights[s] for s in sites])
+
+    def draw(rng: np.random.Generator) -> tuple:
+        site = sites[rng.choice(len(sites), p=site_p)]
+        return site, _draw_centre(host, site, rng, cfg)
+
+    return draw
 
 
 def _draw_centre(host: Host, site: str, rng: np.random.Generator, cfg: SyntheticConfig) -> tuple:
@@ -549,5 +551,5 @@ def _choice(rng: np.random.Generator, probs: dict) -> str:
     return keys[rng.choice(len(keys), p=_normalised([probs[k] for k in keys]))]
 
 
-__all__ = ["SyntheticConfig", "plant_lesions", "draw_bone_centre", "draw_patient", "sample_diameter", "smooth_noise",
-           "ORIGINS", "KINDS", "ORIGIN_CLASS"]
+__all__ = ["SyntheticConfig", "plant_lesions", "bone_centre_sampler", "draw_patient", "sample_diameter",
+           "smooth_noise", "ORIGINS", "KINDS", "ORIGIN_CLASS"]
